@@ -1,0 +1,40 @@
+# phasediff: `make demo` and `make test` are the two commands a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+# Extra pip arguments for the torch install, e.g. an index that serves the CPU wheel.
+TORCH_INDEX_ARGS ?=
+
+.PHONY: setup test demo bench lint format clean
+
+setup: $(STAMP)
+
+# The stamp depends on pyproject.toml so a changed pin re-installs.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0 $(TORCH_INDEX_ARGS)
+	$(PIP) install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check phasediff tests bench
+	$(VENV)/bin/ruff format --check phasediff tests bench
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+demo: setup
+	$(VENV)/bin/phasediff analyze mixing --out demo/mixing.png
+
+bench: setup
+	$(PY) bench/run.py --out docs/benchmarks.md
+
+format: setup
+	$(VENV)/bin/ruff format phasediff tests bench
+	$(VENV)/bin/ruff check --fix phasediff tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis demo

@@ -1,0 +1,1 @@
+"""Analyses built on the process engine (mixing)."""

@@ -1,0 +1,84 @@
+"""The `phasediff` command line: a thin shell over the Python API (SPEC §7).
+
+Errors from bad input are printed as one sentence and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="phasediff",
+    help="Exact phase-space diffusion models: VP/VE, CLD, PSLD, HOLD, critical(k), HGF.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+analyze_app = typer.Typer(
+    help="Analyses of the forward processes (no training needed).", no_args_is_help=True
+)
+app.add_typer(analyze_app, name="analyze")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@analyze_app.command("mixing")
+def analyze_mixing(
+    data_var: Annotated[
+        float,
+        typer.Option(help="Variance per coordinate of the Gaussian data N(0, V); must be > 0."),
+    ] = 0.25,
+    eps: Annotated[
+        float, typer.Option(help="KL threshold (nats per dimension) for the time-to-ε column.")
+    ] = 1e-3,
+    point_mass: Annotated[
+        float, typer.Option(help="Location x₀ of the point-mass data used in the second column.")
+    ] = 1.0,
+    out: Annotated[
+        Path, typer.Option(help="Where to write the KL-vs-noise-budget plot (PNG).")
+    ] = Path("mixing.png"),
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the table as JSON to this path.")
+    ] = None,
+) -> None:
+    """Compare how fast each preset forgets its data, at its own schedule and at an equal
+    noise budget: spectral gap, exact KL and W2 to the prior for Gaussian data and a point
+    mass, and the budget/time to reach KL < EPS. See docs/processes.md for the definitions."""
+    from phasediff.analysis.mixing import default_processes, format_table, mixing_table
+    from phasediff.analysis.mixing import plot_mixing
+
+    try:
+        rows = mixing_table(data_var=data_var, point_mass=point_mass, eps=eps)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(format_table(rows, eps))
+    try:
+        if out.parent and not out.parent.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+        plot_mixing(default_processes(), str(out), data_var=data_var, point_mass=point_mass, eps=eps)
+        if json_out is not None:
+            json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
+    except OSError as exc:
+        _fail(f"cannot write output ({exc.strerror}: {exc.filename}); choose a writable --out.")
+    typer.echo(f"wrote {out}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ValueError as exc:  # a last guard: bad input never shows a traceback
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The exact phase-space process engine (SPEC §1). Imports nothing else of phasediff."""
+
+from phasediff.processes.critical import chain_from_polynomial, critical_chain
+from phasediff.processes.kernels import transition_kernel, van_loan
+from phasediff.processes.linear import LinearProcess, apply_blocks, cholesky_factor
+from phasediff.processes.presets import (
+    PRESETS,
+    cld,
+    critical,
+    get_process,
+    hamiltonian,
+    hold,
+    langevin_chain,
+    psld,
+    recipe,
+    subvp,
+    ve,
+    vp,
+)
+from phasediff.processes.schedules import (
+    BetaSchedule,
+    ConstantBeta,
+    GeometricVarianceBeta,
+    LinearBeta,
+)
+
+__all__ = [
+    "PRESETS",
+    "BetaSchedule",
+    "ConstantBeta",
+    "GeometricVarianceBeta",
+    "LinearBeta",
+    "LinearProcess",
+    "apply_blocks",
+    "chain_from_polynomial",
+    "cholesky_factor",
+    "cld",
+    "critical",
+    "critical_chain",
+    "get_process",
+    "hamiltonian",
+    "hold",
+    "langevin_chain",
+    "psld",
+    "recipe",
+    "subvp",
+    "transition_kernel",
+    "van_loan",
+    "ve",
+    "vp",
+]
