@@ -52,8 +52,7 @@ def analyze_mixing(
     """Compare how fast each preset forgets its data, at its own schedule and at an equal
     noise budget: spectral gap, exact KL and W2 to the prior for Gaussian data and a point
     mass, and the budget/time to reach KL < EPS. See docs/processes.md for the definitions."""
-    from phasediff.analysis.mixing import default_processes, format_table, mixing_table
-    from phasediff.analysis.mixing import plot_mixing
+    from phasediff.analysis.mixing import default_processes, format_table, mixing_table, plot_mixing
 
     try:
         rows = mixing_table(data_var=data_var, point_mass=point_mass, eps=eps)
@@ -63,7 +62,9 @@ def analyze_mixing(
     try:
         if out.parent and not out.parent.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-        plot_mixing(default_processes(), str(out), data_var=data_var, point_mass=point_mass, eps=eps)
+        plot_mixing(
+            default_processes(), str(out), data_var=data_var, point_mass=point_mass, eps=eps
+        )
         if json_out is not None:
             json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
     except OSError as exc:

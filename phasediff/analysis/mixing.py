@@ -43,6 +43,7 @@ class MixingRow:
 
 def gaussian_kl(m1: torch.Tensor, S1: torch.Tensor, m2: torch.Tensor, S2: torch.Tensor):
     """KL(N(m1, S1) ‖ N(m2, S2)) for batches of k-dim Gaussians (float64, stable near 0)."""
+    m1, S1, m2, S2 = (torch.as_tensor(x, dtype=torch.float64) for x in (m1, S1, m2, S2))
     L = torch.linalg.cholesky(S2)
     W = torch.linalg.solve_triangular(L, S1, upper=False)
     M = torch.linalg.solve_triangular(L, W.transpose(-1, -2), upper=False)
@@ -58,6 +59,7 @@ def _sqrtm_psd(S: torch.Tensor) -> torch.Tensor:
 
 def gaussian_w2(m1: torch.Tensor, S1: torch.Tensor, m2: torch.Tensor, S2: torch.Tensor):
     """2-Wasserstein distance between batches of Gaussians (closed form, float64)."""
+    m1, S1, m2, S2 = (torch.as_tensor(x, dtype=torch.float64) for x in (m1, S1, m2, S2))
     r2 = _sqrtm_psd(S2)
     cross = _sqrtm_psd(r2 @ S1 @ r2)
     trace = torch.diagonal(S1 + S2 - 2 * cross, dim1=-2, dim2=-1).sum(-1)
@@ -117,7 +119,11 @@ def budget_to_eps(
     lo, hi = float(taus[i - 1]), float(taus[i])
     for _ in range(60):  # bisection to relative precision ~1e-15
         mid = 0.5 * (lo + hi)
-        value = float(kl_to_prior(process, torch.tensor([mid / rate]), data_mean, data_var)[0])
+        value = float(
+            kl_to_prior(
+                process, torch.tensor([mid / rate], dtype=torch.float64), data_mean, data_var
+            )[0]
+        )
         lo, hi = (mid, hi) if value >= eps else (lo, mid)
     return hi
 
@@ -158,7 +164,9 @@ def mixing_table(
         tau_g = budget_to_eps(p, eps, 0.0, data_var)
         tau_p = budget_to_eps(p, eps, point_mass, 0.0)
         if math.isfinite(tau_g):
-            t_g = float(p.schedule.inverse_integral(torch.tensor(tau_g / rate)))
+            t_g = float(
+                p.schedule.inverse_integral(torch.tensor(tau_g / rate, dtype=torch.float64))
+            )
         else:
             t_g = tau_g
         rows.append(
@@ -232,12 +240,12 @@ def plot_mixing(
         [(0.0, data_var, f"Gaussian data N(0, {data_var:g})"), (point_mass, 0.0, "point mass")],
         strict=True,
     ):
-        for p in processes:
+        for i, p in enumerate(processes):
             rate = budget_rate(p)
             if not rate > 0:
                 continue
-            kl = kl_to_prior(p, taus / rate, mean, var).clamp_min(1e-12)
-            ax.semilogy(taus.numpy(), kl.numpy(), label=p.name)
+            kl = kl_to_prior(p, taus / rate, mean, var).clamp_min(1e-12)  # plot floor
+            ax.semilogy(taus.numpy(), kl.numpy(), label=p.name, ls="-" if i % 2 == 0 else "--")
         ax.axhline(eps, color="k", lw=0.8, ls="--")
         ax.set_xlabel("noise budget τ = B(0,t)·tr(D S⁻¹)")
         ax.set_title(f"{title} (x₀ = {mean:g})" if var == 0 else title)

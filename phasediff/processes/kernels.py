@@ -33,11 +33,19 @@ _ORDER = 26
 class LinearFlow:
     """Exact transition (E, N) of dz = A z db + G dW_b, GGᵀ = 2D, for batches of b ≥ 0.
 
-    The Taylor coefficients A^m/m! and C_m/(m+1)! are computed once here, so a call costs one
-    (batch × ORDER) @ (ORDER × 2k²) product plus log₂(‖A‖·max b) squarings of k×k batches.
+    The Taylor coefficients A^m/m! and C_m/(m+1)! are computed once here. Given a `horizon`
+    (the largest b a process uses, B(0, T)), the pairs (E, N) at the grid b_j = jΔ with
+    ‖A‖Δ ≤ THETA are tabulated once too (by doubling), and a call for b = jΔ + r only needs
+    the Taylor series at r and the semigroup step
+
+        E(b) = E(r) E(b_j),      N(b) = E(r) N(b_j) E(r)ᵀ + N(r),
+
+    which is exact (no interpolation). Beyond the horizon, scaling and squaring is used.
     """
 
-    def __init__(self, A: torch.Tensor, D: torch.Tensor) -> None:
+    _MAX_TABLE = 4096
+
+    def __init__(self, A: torch.Tensor, D: torch.Tensor, horizon: float | None = None) -> None:
         A = torch.as_tensor(A, dtype=torch.float64)
         D = torch.as_tensor(D, dtype=torch.float64, device=A.device)
         self.k = k = A.shape[-1]
@@ -47,11 +55,40 @@ class LinearFlow:
         power, C, fact = eye, 2.0 * D, 1.0  # A^m, C_m, m!
         for m in range(_ORDER + 1):
             # E ∋ h^m A^m/m!,  N ∋ h^(m+1) C_m/(m+1)!  (C_0 = 2D, C_m = A C_{m−1} + C_{m−1} Aᵀ)
-            coeffs.append(torch.cat([(power / fact).reshape(-1), (C / (fact * (m + 1))).reshape(-1)]))
+            coeffs.append(
+                torch.cat([(power / fact).reshape(-1), (C / (fact * (m + 1))).reshape(-1)])
+            )
             power = power @ A
             C = A @ C + C @ A.T
             fact *= m + 1
         self._coeffs = torch.stack(coeffs)  # (ORDER+1, 2k²): row m multiplies h^m
+        self._table = None
+        if horizon is not None and self.norm > 0 and math.isfinite(horizon) and horizon > 0:
+            steps = math.ceil(horizon * self.norm / _THETA)
+            if steps <= self._MAX_TABLE:
+                self.delta = horizon / steps if steps else horizon
+                grid = torch.arange(steps + 1, dtype=torch.float64, device=A.device) * self.delta
+                self.horizon = float(grid[-1])
+                self._table = self._doubling(grid)
+
+    def _taylor(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.k
+        powers = torch.ones(h.numel(), _ORDER + 1, dtype=torch.float64, device=h.device)
+        powers[:, 1:] = torch.cumprod(h[:, None].expand(-1, _ORDER), dim=1)  # h^m
+        series = powers @ self._coeffs  # (batch, 2k²)
+        E = series[:, : k * k].reshape(-1, k, k)
+        N = (h[:, None] * series[:, k * k :]).reshape(-1, k, k)
+        return E, N
+
+    def _doubling(self, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bmax = float(b.max()) if b.numel() else 0.0
+        x = self.norm * bmax / _THETA
+        squarings = max(0, math.ceil(math.log2(x))) if x > 1 else 0
+        E, N = self._taylor(b / 2.0**squarings)
+        for _ in range(squarings):
+            N = torch.baddbmm(N, torch.bmm(E, N), E.transpose(-1, -2))
+            E = torch.bmm(E, E)
+        return E, N
 
     def __call__(self, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = torch.as_tensor(b, dtype=torch.float64, device=self._coeffs.device)
@@ -59,18 +96,14 @@ class LinearFlow:
             raise ValueError("the integrated time b must be ≥ 0 (forward transitions only).")
         shape, k = b.shape, self.k
         b = b.reshape(-1)
-        bmax = float(b.max()) if b.numel() else 0.0
-        x = self.norm * bmax / _THETA
-        squarings = max(0, math.ceil(math.log2(x))) if x > 1 else 0
-        h = b / 2.0**squarings
-        powers = torch.ones(h.numel(), _ORDER + 1, dtype=torch.float64, device=h.device)
-        powers[:, 1:] = torch.cumprod(h[:, None].expand(-1, _ORDER), dim=1)  # h^m
-        series = powers @ self._coeffs  # (batch, 2k²)
-        E = series[:, : k * k].reshape(-1, k, k)
-        N = (h[:, None] * series[:, k * k :]).reshape(-1, k, k)
-        for _ in range(squarings):
-            N = torch.baddbmm(N, torch.bmm(E, N), E.transpose(-1, -2))
-            E = torch.bmm(E, E)
+        if self._table is not None and b.numel() and float(b.max()) <= self.horizon:
+            j = torch.clamp((b / self.delta).floor().long(), 0, self._table[0].shape[0] - 1)
+            Er, Nr = self._taylor(b - j.to(torch.float64) * self.delta)
+            Ej, Nj = self._table[0][j], self._table[1][j]
+            E = torch.bmm(Er, Ej)
+            N = torch.baddbmm(Nr, torch.bmm(Er, Nj), Er.transpose(-1, -2))
+        else:
+            E, N = self._doubling(b)
         N = 0.5 * (N + N.transpose(-1, -2))
         return E.reshape(*shape, k, k), N.reshape(*shape, k, k)
 

@@ -130,9 +130,12 @@ class LinearProcess:
 
         diag = torch.diagonal(self.D)
         tol = MATRIX_RTOL * max(1.0, float(self.D.abs().max()))
-        self._flow = LinearFlow(self.A, self.D)
+        horizon = float(schedule.integral(torch.tensor(self.T, dtype=torch.float64)))
+        self._flow = LinearFlow(self.A, self.D, horizon)
         self._damped_flow = (
-            LinearFlow(self.A + 0.5 * noise_damping * torch.eye(k, dtype=torch.float64), self.D)
+            LinearFlow(
+                self.A + 0.5 * noise_damping * torch.eye(k, dtype=torch.float64), self.D, horizon
+            )
             if noise_damping > 0
             else None
         )
@@ -145,7 +148,10 @@ class LinearProcess:
             if S is not None:
                 prior_cov = S
             else:
-                _, N = self._noise(torch.tensor([0.0]), torch.tensor([self.T]))
+                _, N = self._noise(
+                    torch.zeros(1, dtype=torch.float64),
+                    torch.full((1,), self.T, dtype=torch.float64),
+                )
                 prior_cov = N[0]
         self.prior_cov = as_matrix(prior_cov, "prior_cov", k)
         check_psd(self.prior_cov, "prior_cov")
@@ -246,9 +252,7 @@ class LinearProcess:
             (B, self.k, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype
         )
         z = apply_blocks(L, eps)
-        z.view(B, self.k, -1).add_(
-            mean_coef.to(x0.dtype)[:, :, None] * x0.reshape(B, 1, -1)
-        )
+        z.view(B, self.k, -1).add_(mean_coef.to(x0.dtype)[:, :, None] * x0.reshape(B, 1, -1))
         return z, eps
 
     # ------------------------------------------------------------------ prior
@@ -374,9 +378,7 @@ def check_state(z: torch.Tensor, k: int) -> torch.Tensor:
     if not isinstance(z, torch.Tensor) or not z.is_floating_point():
         raise ValueError("z must be a floating-point torch.Tensor shaped (batch, k, *data_shape).")
     if z.ndim < 3 or z.shape[1] != k:
-        raise ValueError(
-            f"z must be shaped (batch, {k}, *data_shape), got shape {tuple(z.shape)}."
-        )
+        raise ValueError(f"z must be shaped (batch, {k}, *data_shape), got shape {tuple(z.shape)}.")
     if not torch.isfinite(z).all():
         raise ValueError("z contains NaN or Inf; states must be finite.")
     return z

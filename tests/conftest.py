@@ -1,0 +1,32 @@
+"""Shared fixtures: the processes every engine test runs on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from phasediff import processes as P
+
+torch.set_num_threads(2)  # CI has 2 cores; keep timings comparable everywhere
+
+
+def engine_processes() -> dict[str, P.LinearProcess]:
+    """The acceptance list of issue "Core": vp, ve, cld, psld, hold, langevin_chain(4),
+    critical(5), plus sub-VP and both Hamiltonian flows."""
+    return {
+        "vp": P.vp(),
+        "subvp": P.subvp(),
+        "ve": P.ve(),
+        "cld": P.cld(),
+        "psld": P.psld(),
+        "hold": P.hold(),
+        "langevin_chain4": P.langevin_chain(4, couplings=[1.0, 1.5, 0.7], friction=2.0),
+        "critical5": P.critical(5),
+        "hamiltonian": P.hamiltonian(K=2.0, sigma_v=0.8),
+        "zero_force": P.hamiltonian(K=0.0),
+    }
+
+
+@pytest.fixture(params=list(engine_processes()))
+def process(request) -> P.LinearProcess:
+    return engine_processes()[request.param]
