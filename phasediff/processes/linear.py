@@ -140,6 +140,11 @@ class LinearProcess:
             else None
         )
         self.noisy_blocks = tuple(int(i) for i in torch.nonzero(diag > tol).flatten())
+        quiet = [i for i in range(k) if i not in self.noisy_blocks]
+        order = quiet + list(self.noisy_blocks)
+        self.factor_order = tuple(order)
+        self._perm = None if order == list(range(k)) else order
+        self._inv_perm = None if self._perm is None else [order.index(i) for i in range(k)]
         # G with GGᵀ = D from an eigen-factor (D may be singular).
         evals, evecs = torch.linalg.eigh(self.D)
         self.G = evecs * evals.clamp_min(0).sqrt()
@@ -228,17 +233,47 @@ class LinearProcess:
         fails, and the failure is reported if even that does not help.
         """
         E, sigma = self.kernel(t)
-        return E[..., :, 0], sigma, cholesky_factor(sigma)
+        return E[..., :, 0], sigma, self.factor(sigma)
+
+    def factor(self, sigma: torch.Tensor) -> torch.Tensor:
+        """L with LLᵀ = Σ, lower triangular in the block order `factor_order`.
+
+        `factor_order` lists the noise-free blocks first and the noisy blocks last, so that
+        the score on the noisy blocks, −(L⁻ᵀε)[noisy], depends on ε[noisy] only (SPEC §2,
+        ε-prediction). For every preset the noisy blocks already come last and L is the
+        ordinary Cholesky factor.
+        """
+        if self._perm is None:
+            return cholesky_factor(sigma)
+        p = self._perm
+        Lp = cholesky_factor(sigma[..., p, :][..., :, p])
+        inv = self._inv_perm
+        return Lp[..., inv, :][..., :, inv]
+
+    def noisy_score_factor(self, L: torch.Tensor) -> torch.Tensor:
+        """U = (L⁻ᵀ)[noisy, noisy] (batch, m, m): the score on the noisy blocks is −U ε[noisy]."""
+        n = list(self.noisy_blocks)
+        eye = torch.eye(self.k, dtype=L.dtype, device=L.device).expand_as(L)
+        Linv = torch.linalg.solve_triangular(
+            L if self._perm is None else L[..., self._perm, :][..., :, self._perm],
+            eye,
+            upper=False,
+        )
+        if self._perm is not None:
+            Linv = Linv[..., self._inv_perm, :][..., :, self._inv_perm]
+        return Linv.transpose(-1, -2)[..., n, :][..., :, n]
 
     def sample_marginal(
         self,
         x0: torch.Tensor,
         t: torch.Tensor | float,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return_factor: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """Draw z_t | x₀ exactly: returns (z_t, ε) with z_t = m_t + (L_t ⊗ I) ε, ε ~ N(0, I).
 
         x0: (batch, *data_shape); t: scalar or (batch,). z_t is (batch, k, *data_shape).
+        With return_factor=True also returns L_t (batch, k, k) float64 (see `factor`).
         """
         x0 = check_data(x0)
         t = self.check_time(t)
@@ -253,7 +288,7 @@ class LinearProcess:
         )
         z = apply_blocks(L, eps)
         z.view(B, self.k, -1).add_(mean_coef.to(x0.dtype)[:, :, None] * x0.reshape(B, 1, -1))
-        return z, eps
+        return (z, eps, L) if return_factor else (z, eps)
 
     # ------------------------------------------------------------------ prior
     def prior_sample(
