@@ -72,6 +72,55 @@ def analyze_mixing(
     typer.echo(f"wrote {out}")
 
 
+@app.command("train")
+def train_command(
+    config: Annotated[
+        Path, typer.Argument(help="Experiment TOML file, e.g. configs/toy_hold.toml.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Run directory: checkpoints/, metrics.csv, tb/ (TensorBoard), config.json.",
+        ),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config key, TOML syntax: --set train.steps=2000 "
+            "--set process.params.beta=8.0 (repeatable).",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run in --out from its newest valid checkpoint."
+        ),
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show the tqdm progress bar.")
+    ] = True,
+) -> None:
+    """Train a score model. Config sections: process (preset, params), data (name, n_train),
+    model (kind mlp|unet, width, parameterization eps|score), objective (name hsm|dsm,
+    weighting eps|score|likelihood|cld) and train (steps, batch_size, lr, warmup, grad_clip,
+    ema_decay, log_every, ckpt_every, keep_last, sample_every, threads, device, tensorboard).
+    See docs/training.md."""
+    from phasediff.training import load_config, train
+    from phasediff.training.trainer import NonFiniteLossError
+
+    try:
+        cfg = load_config(config, set_ or [])
+        summary = train(cfg, out, resume=resume, progress=progress)
+    except ValueError as exc:
+        _fail(str(exc))
+    except NonFiniteLossError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(json.dumps(summary))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

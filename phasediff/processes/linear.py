@@ -25,12 +25,13 @@ from phasediff.processes.schedules import BetaSchedule
 
 
 def apply_blocks(M: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """(M ⊗ I) z along the block axis: M is k×k or (batch, k, k), z is (batch, k, *data)."""
+    """(M ⊗ I) z along the block axis: M is j×k or (batch, j, k), z is (batch, k, *data);
+    the result is (batch, j, *data)."""
     B, k = z.shape[0], z.shape[1]
     flat = z.reshape(B, k, -1)
     M = M.to(dtype=z.dtype, device=z.device)
     out = torch.matmul(M, flat)
-    return out.reshape(z.shape)
+    return out.reshape(B, M.shape[-2], *z.shape[2:])
 
 
 class LinearProcess:

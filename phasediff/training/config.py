@@ -1,0 +1,174 @@
+"""Experiment configs: one TOML file per run under `configs/`, validated by pydantic (SPEC §5).
+
+Every field can be overridden from the CLI with `--set section.key=value` (values parsed as
+TOML literals, e.g. `train.steps=2000`, `process.params.beta=8.0`, `model.mults=[1,2,2]`).
+Validation errors become one sentence per bad field, naming it and what would be valid.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from phasediff.objectives import OBJECTIVES, WEIGHTINGS
+from phasediff.processes import PRESETS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProcessConfig(_Strict):
+    """Which preset, and keyword arguments for it (see docs/processes.md)."""
+
+    preset: str = "hold"
+    params: dict[str, float | int | list[float]] = Field(default_factory=dict)
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(
+                f"unknown preset {v!r}; valid presets are: {', '.join(sorted(PRESETS))}"
+            )
+        return v
+
+
+class DataConfig(_Strict):
+    name: str = "multi_swiss_roll"
+    n_train: int = Field(50_000, ge=1)
+
+
+class ModelConfig(_Strict):
+    kind: Literal["mlp", "unet"] = "mlp"
+    parameterization: Literal["eps", "score"] = "eps"
+    hidden: int = Field(128, ge=1)
+    depth: int = Field(4, ge=1)
+    time_dim: int = Field(64, ge=2)
+    base: int = Field(32, ge=1)
+    mults: list[int] = Field(default_factory=lambda: [1, 2])
+    num_res_blocks: int = Field(1, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class ObjectiveConfig(_Strict):
+    name: str = "hsm"
+    weighting: str = "eps"
+
+    @field_validator("name")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        if v not in OBJECTIVES:
+            raise ValueError(f"valid objectives are: {', '.join(sorted(OBJECTIVES))}")
+        return v
+
+    @field_validator("weighting")
+    @classmethod
+    def _known_weighting(cls, v: str) -> str:
+        if v not in WEIGHTINGS:
+            raise ValueError(f"valid weightings are: {', '.join(WEIGHTINGS)}")
+        return v
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(10_000, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, ge=0.0, description="max gradient norm; 0 disables clipping")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    log_every: int = Field(50, ge=1)
+    ckpt_every: int = Field(1000, ge=1)
+    keep_last: int = Field(3, ge=1)
+    sample_every: int = Field(0, ge=0, description="steps between sample images; 0 = never")
+    sample_steps: int = Field(200, ge=1)
+    sample_num: int = Field(2000, ge=1)
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+    device: str = "cpu"
+    tensorboard: bool = True
+
+
+class Config(_Strict):
+    """A whole experiment."""
+
+    name: str = "run"
+    seed: int = 0
+    process: ProcessConfig = Field(default_factory=ProcessConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One sentence per bad field: "config field 'train.lr' …: <reason> (got …)"."""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(x) for x in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parts.append(f"config field '{field}' is not a known setting")
+            continue
+        got = err.get("input")
+        parts.append(f"config field '{field}' is invalid: {msg} (got {got!r})")
+    return "; ".join(parts) + "."
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    """'a.b.c=value' → (['a', 'b', 'c'], value parsed as a TOML literal, else a string)."""
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value (e.g. train.steps=2000), got {item!r}.")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ValueError(f"--set expects a non-empty key before '=', got {item!r}.")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict (creating sections as needed)."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = raw
+        for key in path[:-1]:
+            nxt = node.setdefault(key, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"--set {item!r}: '{key}' is a value, not a section.")
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Validate a raw dict; raises ValueError with one sentence per bad field."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(format_validation_error(exc)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config, apply `--set` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"config file {str(path)!r} does not exist; "
+            f"pass a TOML file such as configs/toy_hold.toml."
+        )
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config file {str(path)!r} is not valid TOML ({exc}).") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {str(path)!r} is not a UTF-8 text file.") from None
+    raw.setdefault("name", path.stem)
+    return config_from_dict(apply_overrides(raw, overrides or []))

@@ -1,0 +1,50 @@
+"""Pictures of samples: scatter for 2-D, histogram for 1-D, a grid for images."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+
+def save_samples(
+    x: torch.Tensor, path: str | Path, *, reference: torch.Tensor | None = None, title: str = ""
+) -> None:
+    """Save samples `x` (B, *data_shape) as a PNG; `reference` data is drawn alongside."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = x.detach().float().cpu()
+    if x.ndim == 2 and x.shape[1] in (1, 2):
+        panels = [("samples", x)] + (
+            [("data", reference.float().cpu())] if reference is not None else []
+        )
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
+        for ax, (label, pts) in zip(axes[0], panels, strict=True):
+            if pts.shape[1] == 2:
+                ax.scatter(pts[:, 0], pts[:, 1], s=1.5, alpha=0.5)
+                ax.set_aspect("equal")
+            else:
+                ax.hist(pts[:, 0].numpy(), bins=100, density=True)
+            ax.set_title(f"{label} {title}".strip())
+    elif x.ndim == 4:
+        n = min(x.shape[0], 64)
+        cols = int(math.ceil(math.sqrt(n)))
+        rows = int(math.ceil(n / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9), squeeze=False)
+        for i, ax in enumerate(axes.flat):
+            ax.axis("off")
+            if i < n:
+                img = ((x[i] + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()
+                ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        fig.suptitle(title)
+    else:
+        raise ValueError(
+            f"cannot draw samples shaped {tuple(x.shape)}; expected (B, 1|2) or (B, C, H, W)."
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,201 @@
+"""Trainer, configs, checkpoints and `phasediff train`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from phasediff.cli import app
+from phasediff.training import Trainer, load_checkpoint, load_config, load_trained
+from phasediff.training.config import config_from_dict
+from phasediff.training.trainer import NonFiniteLossError
+
+CONFIGS = sorted(Path("configs").glob("*.toml"))
+
+
+def small(name: str = "toy_hold", *extra: str):
+    base = [
+        "train.steps=40",
+        "train.batch_size=128",
+        "train.log_every=10",
+        "train.ckpt_every=20",
+        "train.tensorboard=false",
+        "data.n_train=5000",
+    ]
+    return load_config(f"configs/{name}.toml", [*base, *extra])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_validate(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem
+    assert {
+        "toy_vp",
+        "toy_cld",
+        "toy_psld",
+        "toy_hold",
+        "digits_vp",
+        "digits_cld",
+        "digits_hold",
+    } <= {p.stem for p in CONFIGS}
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["train.lr=-1"],
+            "config field 'train.lr' is invalid: Input should be greater than 0 (got -1).",
+        ),
+        (["train.stepz=10"], "config field 'train.stepz' is not a known setting."),
+        (["process.preset='hold3'"], "valid presets are: cld, critical, hamiltonian, hold"),
+        (["objective.weighting='elbo'"], "valid weightings are: eps, score, likelihood, cld"),
+        (
+            ["model.kind='resnet'"],
+            "config field 'model.kind' is invalid: Input should be 'mlp' or 'unet'",
+        ),
+        (["train.ema_decay=1.0"], "config field 'train.ema_decay' is invalid"),
+        (["train.steps"], "--set expects key=value"),
+        (["train.steps.x=3"], "'steps' is a value, not a section"),
+    ],
+)
+def test_bad_config_values_name_the_field(overrides, message):
+    with pytest.raises(ValueError) as info:
+        load_config("configs/toy_hold.toml", overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_config_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nsteps = 3")
+    with pytest.raises(ValueError, match="is not valid TOML"):
+        load_config(bad)
+
+
+def test_toy_run_lowers_the_loss(tmp_path):
+    """Two seeds: the mean loss of the last 50 steps is well below that of the first 50."""
+    for seed in (0, 1):
+        cfg = small("toy_hold", "train.steps=300", f"seed={seed}")
+        trainer = Trainer(cfg, tmp_path / f"s{seed}", progress=False)
+        trainer.fit()
+        first, last = trainer.losses[:50], trainer.losses[-50:]
+        # the HSM ε-loss starts near 1 (unit-variance target) and drops fast on this toy
+        assert sum(last) / 50 < 0.6 * sum(first) / 50
+
+
+def test_resume_reproduces_the_uninterrupted_losses_exactly(tmp_path):
+    cfg = small("toy_hold")
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    full.fit()
+    part = Trainer(cfg, tmp_path / "part", progress=False)
+    part.fit(steps=20)
+    resumed = Trainer(cfg, tmp_path / "part", resume=True, progress=False)
+    assert resumed.step == 20
+    resumed.fit()
+    assert part.losses + resumed.losses == full.losses  # bit-for-bit
+    for a, b in zip(full.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(full.ema, resumed.ema, strict=True):
+        assert torch.equal(a, b)
+    rows = list(csv.DictReader(open(tmp_path / "part" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+
+
+def test_run_leaves_a_loadable_checkpoint_and_logs(tmp_path):
+    cfg = small("toy_cld", "train.tensorboard=true")
+    Trainer(cfg, tmp_path, progress=False).fit()
+    model, process, loaded_cfg, data = load_trained(tmp_path)
+    assert loaded_cfg == cfg and process.name == "cld"
+    out = model(torch.zeros(3, 2, 2), torch.full((3,), 0.5))
+    assert out.shape == (3, 1, 2)
+    assert (tmp_path / "metrics.csv").exists() and any((tmp_path / "tb").iterdir())
+    assert not (tmp_path / "samples").exists()  # sample_every = 0: a sample-free log
+    meta, tensors = load_checkpoint(tmp_path)
+    assert meta["step"] == 40 and any(k.startswith("optim.") for k in tensors)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "step_00000020.json",
+        "step_00000020.safetensors",
+        "step_00000040.json",
+        "step_00000040.safetensors",
+    ]
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
+    cfg = small("toy_vp", "train.steps=20")
+    Trainer(cfg, tmp_path / "a", progress=False).fit()
+    with pytest.raises(ValueError, match="already holds checkpoints; pass --resume"):
+        Trainer(cfg, tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        Trainer(cfg, tmp_path / "b", resume=True, progress=False)
+    other = small("toy_vp", "model.hidden=64")
+    with pytest.raises(ValueError, match="different model section"):
+        Trainer(other, tmp_path / "a", resume=True, progress=False)
+
+
+def test_corrupt_newest_checkpoint_falls_back_with_a_warning(tmp_path):
+    cfg = small("toy_psld")
+    Trainer(cfg, tmp_path, progress=False).fit()
+    newest = tmp_path / "checkpoints" / "step_00000040.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match="step_00000040.json.*checksum mismatch"):
+        meta, _ = load_checkpoint(tmp_path)
+    assert meta["step"] == 20
+    with pytest.raises(ValueError, match="corrupt"):
+        load_checkpoint(tmp_path / "checkpoints" / "step_00000040.json")
+    with pytest.raises(ValueError, match="pickle"):
+        load_checkpoint(tmp_path / "model.pt")
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(tmp_path, monkeypatch):
+    cfg = small("toy_vp")
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.fit(steps=20)
+    real = trainer.objective
+
+    def poisoned(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        return loss * math.nan if trainer.step + 1 == 23 else loss
+
+    trainer.objective = poisoned
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 23"):
+        trainer.fit()
+    meta, _ = load_checkpoint(tmp_path)
+    assert meta["step"] == 20
+
+
+@pytest.mark.parametrize("name", ["digits_hold", "toy_psld"])
+def test_other_models_and_objectives_train(tmp_path, name):
+    extra = ["train.steps=3", "train.batch_size=16", "objective.name='dsm'"]
+    if name.startswith("digits"):
+        extra.append("model.base=8")
+    trainer = Trainer(small(name, *extra), tmp_path, progress=False)
+    trainer.fit()
+    assert len(trainer.losses) == 3 and all(math.isfinite(v) for v in trainer.losses)
+
+
+def test_config_roundtrip_through_checkpoint_json(tmp_path):
+    cfg = small("toy_hold", "process.params.beta=8.0")
+    assert config_from_dict(json.loads(json.dumps(cfg.model_dump()))) == cfg
+    assert Trainer(cfg, tmp_path, progress=False).process.beta(0.1).item() == 8.0
+
+
+def test_cli_train_and_its_errors(tmp_path):
+    runner = CliRunner()
+    args = ["train", "configs/toy_vp.toml", "--out", str(tmp_path / "r"), "--no-progress"]
+    res = runner.invoke(app, [*args, "--set", "train.steps=5", "--set", "train.tensorboard=false"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output.strip().splitlines()[-1])["step"] == 5
+    res = runner.invoke(app, [*args, "--set", "train.lr=0"])
+    assert res.exit_code == 2 and "config field 'train.lr' is invalid" in res.output
+    assert "Traceback" not in res.output
+    res = runner.invoke(app, ["train", "configs/nope.toml", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "does not exist" in res.output
