@@ -28,6 +28,7 @@ test: setup lint
 
 demo: setup
 	$(VENV)/bin/phasediff analyze mixing --out demo/mixing.png
+	$(VENV)/bin/phasediff demo --out demo
 
 bench: setup
 	$(PY) bench/run.py --out docs/benchmarks.md

@@ -1,9 +1,24 @@
-"""Samplers: plain functions `(model, process, shape, steps, *, generator, callback)` (SPEC §4)."""
+"""Samplers: plain functions `(model, process, shape, steps, *, grid, denoise, generator,
+callback, return_trajectory)` returning `Samples(x, z, nfe, times, trajectory)` (SPEC §4).
+
+ALD and MILD work on any noise-conditional score `score(x, sigma)` (see `langevin`); a VE
+model trained by phasediff becomes one through `ve_score_adapter`.
+"""
 
 from phasediff.samplers.base import GRIDS, CountingModel, Samples, time_grid
+from phasediff.samplers.langevin import annealed_langevin, mild, noise_levels, ve_score_adapter
+from phasediff.samplers.ode import ode_dopri5, ode_euler, ode_heun
 from phasediff.samplers.sde import euler_maruyama
+from phasediff.samplers.splitting import lie_trotter, strang
 
-SAMPLERS = {"em": euler_maruyama}
+SAMPLERS = {
+    "em": euler_maruyama,
+    "euler": ode_euler,
+    "heun": ode_heun,
+    "dopri5": ode_dopri5,
+    "lie_trotter": lie_trotter,
+    "strang": strang,
+}
 
 
 def get_sampler(name: str):
@@ -18,7 +33,16 @@ __all__ = [
     "SAMPLERS",
     "CountingModel",
     "Samples",
+    "annealed_langevin",
     "euler_maruyama",
     "get_sampler",
+    "lie_trotter",
+    "mild",
+    "noise_levels",
+    "ode_dopri5",
+    "ode_euler",
+    "ode_heun",
+    "strang",
     "time_grid",
+    "ve_score_adapter",
 ]

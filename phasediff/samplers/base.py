@@ -9,7 +9,7 @@ import torch
 from phasediff.objectives import parameterization_of
 from phasediff.processes import LinearProcess, apply_blocks
 
-GRIDS = ("uniform", "quadratic")
+GRIDS = ("uniform", "quadratic", "edm")
 
 
 @dataclass
@@ -37,14 +37,30 @@ class CountingModel:
         return self.model(z, t)
 
 
-def time_grid(process: LinearProcess, steps: int, grid: str = "uniform") -> torch.Tensor:
-    """Decreasing float64 times T = t_0 > … > t_steps = t_min."""
+def time_grid(
+    process: LinearProcess, steps: int, grid: str = "uniform", rho: float = 7.0
+) -> torch.Tensor:
+    """Decreasing float64 times T = t_0 > … > t_steps = t_min.
+
+    uniform: equal steps in t; quadratic: u ↦ 1 − (1 − u)², denser near t_min (PSLD's
+    quadratic striding); edm: EDM's ρ-spacing applied to the noise level σ(t) = √B(0, t)
+    (for VE this is EDM's σ; t = B⁻¹(σ²) exactly).
+    """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}.")
     if grid not in GRIDS:
         raise ValueError(f"unknown time grid {grid!r}; valid grids are: {', '.join(GRIDS)}.")
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    if grid == "quadratic":  # denser near t_min (PSLD's quadratic striding)
+    if grid == "edm":
+        if not rho > 0:
+            raise ValueError(f"rho must be > 0, got {rho}.")
+        ends = torch.tensor([process.T, process.t_min], dtype=torch.float64)
+        s_max, s_min = process.beta_integral(ends).sqrt().tolist()
+        sigma = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+        times = process.schedule.inverse_integral(sigma**2)
+        times[0], times[-1] = process.T, process.t_min
+        return times
+    if grid == "quadratic":
         u = 1 - (1 - u) ** 2
     return process.T + (process.t_min - process.T) * u
 
@@ -55,10 +71,34 @@ def score_factors(process: LinearProcess, times: torch.Tensor) -> torch.Tensor:
     return process.noisy_score_factor(L)
 
 
-def noisy_score(model: CountingModel, z: torch.Tensor, t: float, U: torch.Tensor) -> torch.Tensor:
+def noisy_score(
+    model: CountingModel, z: torch.Tensor, t: float | torch.Tensor, U: torch.Tensor
+) -> torch.Tensor:
     """The model's score on the noisy blocks at a scalar time t (U: m×m for that t)."""
-    tt = torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device)
+    if isinstance(t, torch.Tensor) and t.ndim == 1:
+        tt = t.to(dtype=z.dtype, device=z.device)
+    else:
+        tt = torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device)
     out = model(z, tt)
     if model.parameterization == "score":
         return out
     return -apply_blocks(U, out)
+
+
+def check_shape(shape) -> tuple[int, ...]:
+    """(batch, *data_shape) of positive ints."""
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be a tuple (batch, *data_shape), got {shape!r}.") from None
+    if len(shape) < 2 or any(s < 1 for s in shape):
+        raise ValueError(
+            f"shape must be (batch, *data_shape) with positive sizes and at least one data axis, "
+            f"got {shape}."
+        )
+    return shape
+
+
+def score_to_drift_matrix(process: LinearProcess) -> torch.Tensor:
+    """D[:, noisy] (k × m): the block map from the noisy-block score to D∇log p."""
+    return process.D[:, list(process.noisy_blocks)]

@@ -7,7 +7,14 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess, apply_blocks
-from phasediff.samplers.base import CountingModel, Samples, noisy_score, score_factors, time_grid
+from phasediff.samplers.base import (
+    CountingModel,
+    Samples,
+    check_shape,
+    noisy_score,
+    score_factors,
+    time_grid,
+)
 
 
 @torch.inference_mode()
@@ -28,6 +35,7 @@ def euler_maruyama(
     """Euler–Maruyama on the reverse SDE dz = β[Az − 2D∇log p]dt + √(2β)G dW̄ (forward-time
     form, integrated from T to t_min), one NFE per step. `denoise` drops the noise of the last
     step. `shape` is (batch, *data_shape)."""
+    shape = check_shape(shape)
     counted = CountingModel(model)
     times = time_grid(process, steps, grid)
     U = score_factors(process, times[:-1])

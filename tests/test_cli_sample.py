@@ -1,0 +1,70 @@
+"""`phasediff sample` and `phasediff demo` end to end (tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from phasediff.cli import app
+from phasediff.training import Trainer, load_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    cfg = load_config(
+        "configs/toy_hold.toml",
+        ["train.steps=20", "train.tensorboard=false", "data.n_train=2000", "train.batch_size=64"],
+    )
+    Trainer(cfg, path, progress=False).fit()
+    return path
+
+
+@pytest.mark.parametrize("sampler", ["lie_trotter", "strang", "em", "heun"])
+def test_sample_writes_npz_and_png(run_dir, tmp_path, sampler):
+    out = tmp_path / "s.npz"
+    args = ["sample", str(run_dir), "--sampler", sampler, "--steps", "5", "--num", "64"]
+    res = CliRunner().invoke(app, [*args, "--out", str(out), "--trajectory"])
+    assert res.exit_code == 0, res.output
+    data = np.load(out)
+    assert data["x"].shape == (64, 2)
+    assert int(data["nfe"]) == json.loads(res.output.strip().splitlines()[-1])["nfe"]
+    assert data["trajectory"].shape == (6, 64, 3, 2)
+    assert out.with_suffix(".png").stat().st_size > 5000
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sampler", "ddim"], "valid samplers are: em, euler, heun, dopri5, lie_trotter, strang"),
+        (["--steps", "0"], "must be ≥ 1"),
+        (["--out", "x.csv"], "--out must end in .npz"),
+        (["--grid", "cosine"], "valid grids are"),
+    ],
+)
+def test_sample_bad_input(run_dir, tmp_path, extra, message):
+    res = CliRunner().invoke(
+        app, ["sample", str(run_dir), "--out", str(tmp_path / "a.npz"), *extra]
+    )
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_sample_missing_checkpoint(tmp_path):
+    res = CliRunner().invoke(app, ["sample", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_demo_with_a_tiny_budget(tmp_path):
+    res = CliRunner().invoke(
+        app,
+        ["demo", "--out", str(tmp_path), "--steps", "30", "--sampler-steps", "5", "--no-progress"],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["nfe"] == 5 and report["sampler"] == "lie_trotter"
+    assert {"value", "floor", "ratio"} <= set(report["metrics"]["sliced_w2"])
+    for name in ("samples.png", "trajectories.png"):
+        assert (tmp_path / name).stat().st_size > 5000
