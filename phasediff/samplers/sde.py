@@ -38,25 +38,27 @@ def euler_maruyama(
     shape = check_shape(shape)
     counted = CountingModel(model)
     times = time_grid(process, steps, grid)
-    U = score_factors(process, times[:-1])
     n = list(process.noisy_blocks)
-    A = process.A.to(device=device, dtype=dtype)
+    cast = {"device": device, "dtype": dtype}
+    # Every k×k matrix of every step, once per grid (float64, then cast).
+    starts = times[:-1]
+    h = (times[:-1] - times[1:]).tolist()
+    G = process.diffusion(starts)  # √(2β h_damp) G per step
+    GGn = (G @ G.transpose(-1, -2))[..., n].to(**cast)
+    BA = (process.beta(starts)[:, None, None] * process.A).to(**cast)
+    U = score_factors(process, starts).to(**cast) if n else None
+    G = G.to(**cast)
     z = process.prior_sample(shape, generator=generator, device=device, dtype=dtype)
     trajectory = [z.clone()] if return_trajectory else []
     for i in range(steps):
         t, t_next = float(times[i]), float(times[i + 1])
-        h = t - t_next
-        G = process.diffusion(torch.tensor(t, dtype=torch.float64))  # √(2β h_damp) G
-        GG = (G @ G.T).to(device=device, dtype=dtype)
-        beta = float(process.beta(t))
-        drift = beta * apply_blocks(A, z)
+        drift = apply_blocks(BA[i], z)
         if n:
-            s = noisy_score(counted, z, t, U[i].to(device=device, dtype=dtype))
-            drift = drift - apply_blocks(GG[:, n], s)
-        z = z - h * drift
+            drift = drift - apply_blocks(GGn[i], noisy_score(counted, z, t, U[i]))
+        z = z - h[i] * drift
         if not (denoise and i == steps - 1):
             noise = torch.randn(z.shape, generator=generator, device=device, dtype=dtype)
-            z = z + h**0.5 * apply_blocks(G.to(device=device, dtype=dtype), noise)
+            z = z + h[i] ** 0.5 * apply_blocks(G[i], noise)
         if return_trajectory:
             trajectory.append(z.clone())
         if callback is not None:
