@@ -1,0 +1,308 @@
+"""Evaluate samples or a trained run: the Python side of ``phasediff eval`` (SPEC §6, §7).
+
+* ``evaluate_samples(samples, data)``: vector data → every metric of ``evaluate_toy`` with its
+  noise floor (mode-resolved metrics for toys with known modes); digits → the digits FD with
+  its floor and the classifier's accuracy; images with ``inception=PATH`` → Inception FID
+  with its floor.
+* ``evaluate_likelihood(model, process, data)``: NLL (bound) of held-out data through the
+  PF-ODE; images in bits/dim after uniform dequantisation on their grid.
+* ``evaluate_run(run_dir)``: load a run, sample it (or read ``--samples``), evaluate, write
+  ``metrics.json`` and a samples-vs-data figure.
+
+These are plain functions so that a benchmark harness can call them per (process, sampler).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from phasediff.data import DataSource
+from phasediff.evaluation.metrics import evaluate_toy
+
+__all__ = [
+    "evaluate_likelihood",
+    "evaluate_run",
+    "evaluate_samples",
+    "infer_levels",
+    "load_samples",
+    "mode_centers",
+]
+
+
+def mode_centers(name: str) -> torch.Tensor | None:
+    """Mode centres of the toys that have well separated modes, else None."""
+    from phasediff.data import MULTI_SWISS_ROLL_CENTERS
+    from phasediff.data.toys import EIGHT_GAUSSIANS_RADIUS
+
+    if name == "multi_swiss_roll":
+        return MULTI_SWISS_ROLL_CENTERS.to(torch.float64)
+    if name == "8gaussians":
+        angle = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+        return EIGHT_GAUSSIANS_RADIUS * torch.stack((angle.cos(), angle.sin()), dim=1)
+    return None
+
+
+def _check_samples(samples: object, data: DataSource) -> torch.Tensor:
+    if not isinstance(samples, torch.Tensor) or not samples.is_floating_point():
+        raise ValueError("samples must be a floating-point torch.Tensor (N, *data_shape).")
+    if tuple(samples.shape[1:]) != tuple(data.data_shape) or samples.shape[0] < 2:
+        raise ValueError(
+            f"samples must have shape (N ≥ 2, {', '.join(map(str, data.data_shape))}) for "
+            f"dataset {data.name!r}, got {tuple(samples.shape)}."
+        )
+    if not torch.isfinite(samples).all():
+        bad = int((~torch.isfinite(samples.reshape(samples.shape[0], -1))).any(1).sum())
+        raise ValueError(
+            f"samples must be finite, but {bad} of {samples.shape[0]} contain NaN or Inf "
+            "(the sampler diverged: try more steps or another sampler)."
+        )
+    return samples
+
+
+def evaluate_samples(
+    samples: torch.Tensor,
+    data: DataSource,
+    *,
+    seed: int = 0,
+    inception: str | Path | None = None,
+    cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Quality of ``samples`` (N, *data_shape) against held-out data of ``data``, with floors.
+
+    Vector data: ``evaluate_toy`` (n = N held-out points, seeds ``seed``…``seed+2``; exact W2
+    for N ≤ 5000; mode metrics for multi_swiss_roll and 8gaussians). Digits: ``digits_fd``
+    = ``fd_with_floor`` of classifier features against the 297 held-out digits, plus the
+    classifier accuracy. ``inception``: Inception FID the same way (any image data).
+    """
+    samples = _check_samples(samples, data)
+    out: dict[str, Any] = {"dataset": data.name, "num_samples": int(samples.shape[0])}
+    if data.kind == "vector":
+
+        def held_out(n: int, s: int) -> torch.Tensor:
+            return data.held_out(n, seed=s)
+
+        out["toy"] = evaluate_toy(
+            samples.to(torch.float64), held_out, centers=mode_centers(data.name), seed=seed
+        )
+        return out
+    from phasediff.evaluation import fid
+
+    reference = data.held_out(_held_out_size(data), seed=seed)
+    if data.name == "digits":
+        features = fid.digits_features(samples, cache=cache)
+        ref_features = fid.digits_features(reference, cache=cache)
+        _, info = fid.digits_classifier(cache)
+        out["digits_fd"] = fid.fd_with_floor(features, ref_features, seed=seed)
+        out["digits_classifier_accuracy"] = info["accuracy"]
+    if inception is not None:
+        feats = fid.inception_features(samples, inception)
+        ref = fid.inception_features(reference, inception)
+        out["inception_fid"] = fid.fd_with_floor(feats, ref, seed=seed)
+    if "digits_fd" not in out and "inception_fid" not in out:
+        raise ValueError(
+            f"no image metric applies to dataset {data.name!r} without an Inception network; "
+            "pass --inception PATH to inception-2015-12-05.pt."
+        )
+    return out
+
+
+def _held_out_size(data: DataSource) -> int:
+    """All held-out images of a finite split (digits: 297), else 5000."""
+    from phasediff.data.digits import N_TEST
+
+    return N_TEST if data.name == "digits" else 5000
+
+
+def infer_levels(images: torch.Tensor) -> tuple[int, tuple[float, float]]:
+    """(levels, data_range) of quantised images: values on low + jΔ, j = 0…levels−1."""
+    values = torch.unique(images.to(torch.float64))
+    if values.numel() < 2 or values.numel() > 4096:
+        raise ValueError(
+            f"cannot infer the quantisation of the data: it has {values.numel()} distinct "
+            "values (expected 2…4096 grey levels)."
+        )
+    lo, hi = float(values[0]), float(values[-1])
+    step = float(torch.diff(values).min())
+    levels = int(round((hi - lo) / step)) + 1
+    j = (values - lo) / ((hi - lo) / (levels - 1))
+    if float((j - j.round()).abs().max()) > 1e-3:
+        raise ValueError("cannot infer the quantisation of the data: its values are not on a grid.")
+    return levels, (lo, hi)
+
+
+def evaluate_likelihood(
+    model,
+    process,
+    data: DataSource,
+    *,
+    num: int = 256,
+    seed: int = 0,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """NLL of ``num`` held-out examples through the PF-ODE (``likelihood``), as a JSON dict.
+
+    Vectors: nats and nats/dim (the augmented bound for k ≥ 2). Images: uniform
+    dequantisation on the data's own grid (``infer_levels`` on the training set; digits:
+    17 levels in [−1, 1]) and bits/dim.
+    """
+    from phasediff.evaluation import likelihood as L
+
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise ValueError(f"the number of NLL examples must be an integer ≥ 1, got {num!r}.")
+    held = data.held_out(num, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    if data.kind == "image":
+        levels, data_range = infer_levels(data.data)
+        res = L.image_bits_per_dim(
+            model,
+            process,
+            held,
+            levels=levels,
+            data_range=data_range,
+            rtol=rtol,
+            atol=atol,
+            batch_size=batch_size,
+            generator=generator,
+        )
+        summary = res.summary()
+        summary.update(levels=levels, data_range=list(data_range))
+    else:
+        res = L.negative_log_likelihood(
+            model, process, held, rtol=rtol, atol=atol, batch_size=batch_size, generator=generator
+        )
+        summary = res.summary()
+    summary.update(rtol=rtol, atol=atol, seconds=round(time.perf_counter() - t0, 2))
+    return summary
+
+
+def load_samples(path: str | Path, data: DataSource, num: int | None = None) -> torch.Tensor:
+    """Samples from an .npz file written by ``phasediff sample`` (array ``x``), checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"samples file {str(path)!r} does not exist.")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        names = list(archive.files)
+        x = np.asarray(archive["x"]) if "x" in names else None
+        archive.close()
+    except Exception as exc:  # zip, pickle or format errors: not an npz archive
+        raise ValueError(
+            f"samples file {str(path)!r} is not a readable .npz archive ({type(exc).__name__})."
+        ) from None
+    if x is None:
+        raise ValueError(
+            f"samples file {str(path)!r} has no array 'x' (it has: "
+            f"{', '.join(names) or 'nothing'}); write it with phasediff sample."
+        )
+    if x.dtype.kind != "f":
+        raise ValueError(f"samples 'x' in {str(path)!r} must be floating point, got {x.dtype}.")
+    samples = torch.from_numpy(x.astype(np.float32, copy=False))
+    if num is not None:
+        if samples.shape[0] < num:
+            raise ValueError(
+                f"--num {num} asks for more samples than {str(path)!r} holds ({samples.shape[0]})."
+            )
+        samples = samples[:num]
+    return _check_samples(samples, data)
+
+
+def evaluate_run(
+    run: str | Path,
+    *,
+    samples: str | Path | None = None,
+    num: int | None = None,
+    sampler: str = "lie_trotter",
+    steps: int = 50,
+    grid: str = "uniform",
+    seed: int = 0,
+    inception: str | Path | None = None,
+    nll: bool = False,
+    nll_num: int = 256,
+    nll_tol: float = 1e-5,
+    out: str | Path | None = None,
+    ema: bool = True,
+    cache: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate a trained run; writes ``metrics.json`` and ``samples.png`` into ``out``
+    (default ``<run>/eval``) and returns the report.
+
+    Samples come from ``samples`` (an .npz with ``x``; the first ``num`` are used) or are drawn
+    with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000). ``nll`` adds the held-out
+    NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
+    """
+    from phasediff.evaluation.figures import compare_samples
+    from phasediff.samplers import get_sampler
+    from phasediff.training import load_trained  # evaluation of a *run* needs the trainer
+
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 2):
+        raise ValueError(f"--num must be an integer ≥ 2, got {num!r}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps must be an integer ≥ 1, got {steps!r}.")
+    if nll and (isinstance(nll_num, bool) or not isinstance(nll_num, int) or nll_num < 1):
+        raise ValueError(f"--nll-num must be an integer ≥ 1, got {nll_num!r}.")
+    if nll and not (isinstance(nll_tol, int | float) and 0 < nll_tol < 1):
+        raise ValueError(f"--nll-tol must be a number in (0, 1), got {nll_tol!r}.")
+    if inception is not None and not Path(inception).is_file():
+        from phasediff.evaluation.fid import _missing_inception
+
+        raise ValueError(_missing_inception(inception))
+    run = Path(run)
+    if not run.exists():
+        raise ValueError(f"run {str(run)!r} does not exist; pass a run directory or checkpoint.")
+    model, process, config, data = load_trained(run, ema=ema)
+    out_dir = Path(out) if out is not None else (run if run.is_dir() else run.parent) / "eval"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file; pass a directory.")
+    report: dict[str, Any] = {"run": str(run), "process": process.name, "dataset": data.name}
+    if samples is not None:
+        x = load_samples(samples, data, num)
+        report["samples"] = {"file": str(samples), "num": int(x.shape[0])}
+    else:
+        fn = get_sampler(sampler)
+        n = 2000 if num is None else num
+        t0 = time.perf_counter()
+        res = fn(
+            model,
+            process,
+            (n, *data.data_shape),
+            steps,
+            grid=grid,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        x = _check_samples(res.x.detach().float(), data)
+        report["samples"] = {
+            "sampler": sampler,
+            "steps": steps,
+            "grid": grid,
+            "num": n,
+            "nfe": res.nfe,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "seed": seed,
+        }
+    report["metrics"] = evaluate_samples(x, data, seed=seed, inception=inception, cache=cache)
+    if nll:
+        report["nll"] = evaluate_likelihood(
+            model, process, data, num=nll_num, seed=seed, rtol=nll_tol, atol=nll_tol
+        )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(report, indent=1, allow_nan=False))
+        reference = data.held_out(min(x.shape[0], _held_out_size(data)), seed=seed + 100)
+        label = report["samples"].get("sampler", Path(str(samples)).name)
+        compare_samples(out_dir / "samples.png", x, reference, title=f"{process.name}, {label}")
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write the evaluation to {str(out_dir)!r} ({exc.strerror}); choose --out."
+        ) from None
+    report["out"] = str(out_dir)
+    return report
