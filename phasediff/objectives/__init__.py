@@ -1,5 +1,14 @@
 """Training objectives on the model contract `model(z, t)` → noisy-block tensor (SPEC §2)."""
 
+from phasediff.objectives.hamiltonian import (
+    HAMILTONIAN_SCORE_MATCHING,
+    VELOCITY,
+    VELOCITY_OBJECTIVES,
+    hgf_velocity,
+    is_velocity_model,
+    optimal_velocity_gaussian,
+    optimal_velocity_mixture,
+)
 from phasediff.objectives.score_matching import (
     OBJECTIVES,
     PARAMETERIZATIONS,
@@ -13,14 +22,23 @@ from phasediff.objectives.score_matching import (
     score_from_output,
 )
 
+OBJECTIVES["velocity"] = hgf_velocity  # HGF / flow-matching velocity regression (docs/hgf.md)
+
 __all__ = [
+    "HAMILTONIAN_SCORE_MATCHING",
     "OBJECTIVES",
     "PARAMETERIZATIONS",
+    "VELOCITY",
+    "VELOCITY_OBJECTIVES",
     "WEIGHTINGS",
     "block_coordinate_score_matching",
     "denoising_score_matching",
     "get_objective",
+    "hgf_velocity",
     "hybrid_score_matching",
+    "is_velocity_model",
+    "optimal_velocity_gaussian",
+    "optimal_velocity_mixture",
     "parameterization_of",
     "sample_times",
     "score_from_output",

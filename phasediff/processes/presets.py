@@ -12,10 +12,15 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from phasediff.processes._validate import as_matrix
+from phasediff.processes._validate import as_matrix, as_time
 from phasediff.processes.critical import critical_chain
 from phasediff.processes.linear import LinearProcess
-from phasediff.processes.schedules import ConstantBeta, GeometricVarianceBeta, LinearBeta
+from phasediff.processes.schedules import (
+    BetaSchedule,
+    ConstantBeta,
+    GeometricVarianceBeta,
+    LinearBeta,
+)
 
 
 def _t(values) -> torch.Tensor:
@@ -292,14 +297,100 @@ def hamiltonian(
             T=T if T is not None else math.pi / (2 * math.sqrt(K)),
             name="hamiltonian",
         )
+    T = T if T is not None else 1.0
     return LinearProcess(
         zero,
         ConstantBeta(1.0),
         A=_t([[0.0, 1.0], [0.0, 0.0]]),
         aux_init_cov=_t([[var]]),
         t_min=t_min,
-        T=T if T is not None else 1.0,
+        T=T,
+        # law of z_T = (T v₀, v₀) for x₀ = 0 (singular: x_T and v_T are tied)
+        prior_cov=var * _t([[T * T, T], [T, 1.0]]),
         name="hamiltonian(K=0)",
+    )
+
+
+def ohgf(
+    alpha: float = 1.0,
+    data_std: float = 1.0,
+    *,
+    t_min: float = 1e-5,
+) -> LinearProcess:
+    """Oscillation HGF (Holderrieth et al. 2024, §7): force −α²x over a quarter period.
+
+    x' = v, v' = −α²x with v₀ ~ N(0, α²·data_std²), i.e. `hamiltonian(K=α², σ_v=α·data_std)`
+    on [t_min, π/(2α)]: x_t = cos(αt) x₀ + sin(αt) v₀/α, so x_T = v₀/α ~ N(0, data_std²)
+    whatever x₀. For data of variance data_std² both the network input x_t and the regression
+    target v_t keep the variances data_std² and α²·data_std² at every t (docs/hgf.md).
+    """
+    if not math.isfinite(alpha) or alpha <= 0:
+        raise ValueError(f"alpha must be a finite number > 0, got {alpha}.")
+    if not math.isfinite(data_std) or data_std <= 0:
+        raise ValueError(f"data_std must be a finite number > 0, got {data_std}.")
+    process = hamiltonian(K=alpha**2, sigma_v=alpha * data_std, t_min=t_min)
+    process.name = "ohgf"
+    return process
+
+
+def zero_force(sigma_v: float = 1.0, T: float = 1.0, *, t_min: float = 1e-5) -> LinearProcess:
+    """Zero-force HGF (Holderrieth et al. 2024, §6): x_t = x₀ + t v₀, v₀ ~ N(0, σ_v²).
+
+    `hamiltonian(K=0)` under its own name. Flow matching and VP/VE diffusion are this flow
+    after a change of time and scale (docs/hgf.md); its prior N(0, T²σ_v²) ignores x₀, which
+    is accurate only when T σ_v ≫ the data scale.
+    """
+    process = hamiltonian(K=0.0, sigma_v=sigma_v, T=T, t_min=t_min)
+    process.name = "zero_force"
+    return process
+
+
+class RectifiedClock(BetaSchedule):
+    """β(t) = 1/(1 − t) on [0, 1): B(0, t) = −log(1 − t), B⁻¹(b) = 1 − e^{−b}.
+
+    With A = [[−1, 1], [0, 0]] this clock turns exp(B A) into the straight interpolant
+    x_t = (1 − t) x₀ + t v₀ (used by `rectified_flow`).
+    """
+
+    def beta(self, t):
+        t = as_time(t, "t")
+        if bool((t >= 1).any()):
+            raise ValueError("the flow-matching clock β(t) = 1/(1 − t) needs t < 1.")
+        return 1.0 / (1.0 - t)
+
+    def _integral0(self, t):
+        if bool((t >= 1).any()):
+            raise ValueError("the flow-matching clock β(t) = 1/(1 − t) needs t < 1.")
+        return -torch.log1p(-t)
+
+    def inverse_integral(self, b):
+        return -torch.expm1(-as_time(b, "b"))
+
+    def describe(self):
+        return {"kind": "rectified"}
+
+
+def rectified_flow(sigma_v: float = 1.0, T: float = 0.999, *, t_min: float = 1e-5) -> LinearProcess:
+    """Flow matching with the straight interpolant (Lipman et al. 2023; Liu et al. 2023) as a
+    D = 0 member of the engine: x_t = (1 − t) x₀ + t v₀, v_t = v₀ ~ N(0, σ_v²).
+
+    A = [[−1, 1], [0, 0]] on the clock β(t) = 1/(1 − t), so the x-velocity β(t)(A z_t)₀ =
+    v₀ − x₀ is the flow-matching target. T < 1 (B(0, 1) = ∞); at the default T = 0.999 the
+    prior N(0, T²σ_v²) ignores the remaining 0.001·x₀.
+    """
+    if not math.isfinite(sigma_v) or sigma_v <= 0:
+        raise ValueError(f"sigma_v must be a finite number > 0, got {sigma_v}.")
+    if not math.isfinite(T) or not 0 < T < 1:
+        raise ValueError(f"T must lie in (0, 1) for flow matching, got {T}.")
+    return LinearProcess(
+        torch.zeros(2, 2, dtype=torch.float64),
+        RectifiedClock(),
+        A=_t([[-1.0, 1.0], [0.0, 0.0]]),
+        aux_init_cov=_t([[sigma_v**2]]),
+        t_min=t_min,
+        T=T,
+        prior_cov=sigma_v**2 * _t([[T * T, T], [T, 1.0]]),  # z_T = (T v₀, v₀) for x₀ = 0
+        name="rectified_flow",
     )
 
 
@@ -313,6 +404,9 @@ PRESETS: dict[str, Callable[..., LinearProcess]] = {
     "langevin_chain": langevin_chain,
     "critical": critical,
     "hamiltonian": hamiltonian,
+    "ohgf": ohgf,
+    "zero_force": zero_force,
+    "rectified_flow": rectified_flow,
 }
 
 
