@@ -5,11 +5,23 @@ ALD and MILD work on any noise-conditional score `score(x, sigma)` (see `langevi
 model trained by phasediff becomes one through `ve_score_adapter`.
 """
 
+from functools import partial, update_wrapper
+
 from phasediff.samplers.base import GRIDS, CountingModel, Samples, time_grid
+from phasediff.samplers.exponential import exponential_integrator, optimal_grid
+from phasediff.samplers.hamiltonian import hgf_dopri5, hgf_euler, hgf_heun
 from phasediff.samplers.langevin import annealed_langevin, mild, noise_levels, ve_score_adapter
 from phasediff.samplers.ode import ode_dopri5, ode_euler, ode_heun
+from phasediff.samplers.predictor_corrector import predictor_corrector
 from phasediff.samplers.sde import euler_maruyama
 from phasediff.samplers.splitting import lie_trotter, strang
+
+
+def _with_order(order: int):
+    fn = update_wrapper(partial(exponential_integrator, order=order), exponential_integrator)
+    fn.__doc__ = f"The exponential integrator with order={order} (see `exponential_integrator`)."
+    return fn
+
 
 SAMPLERS = {
     "em": euler_maruyama,
@@ -18,6 +30,13 @@ SAMPLERS = {
     "dopri5": ode_dopri5,
     "lie_trotter": lie_trotter,
     "strang": strang,
+    "pc": predictor_corrector,
+    "ei": exponential_integrator,
+    "ei1": _with_order(1),
+    "ei3": _with_order(3),
+    "hgf_euler": hgf_euler,  # velocity models (HGF, flow matching): docs/hgf.md
+    "hgf_heun": hgf_heun,
+    "hgf_dopri5": hgf_dopri5,
 }
 
 
@@ -35,7 +54,13 @@ __all__ = [
     "Samples",
     "annealed_langevin",
     "euler_maruyama",
+    "exponential_integrator",
+    "optimal_grid",
+    "predictor_corrector",
     "get_sampler",
+    "hgf_dopri5",
+    "hgf_euler",
+    "hgf_heun",
     "lie_trotter",
     "mild",
     "noise_levels",

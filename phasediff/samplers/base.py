@@ -9,7 +9,7 @@ import torch
 from phasediff.objectives import parameterization_of
 from phasediff.processes import LinearProcess, apply_blocks
 
-GRIDS = ("uniform", "quadratic", "edm")
+GRIDS = ("uniform", "quadratic", "edm", "logb", "optimal")
 
 
 @dataclass
@@ -50,6 +50,10 @@ def time_grid(
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}.")
     if grid not in GRIDS:
         raise ValueError(f"unknown time grid {grid!r}; valid grids are: {', '.join(GRIDS)}.")
+    if grid == "optimal":
+        from phasediff.samplers.exponential import optimal_grid
+
+        return optimal_grid(process, steps)
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     if grid == "edm":
         if not rho > 0:
@@ -58,6 +62,12 @@ def time_grid(
         s_max, s_min = process.beta_integral(ends).sqrt().tolist()
         sigma = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
         times = process.schedule.inverse_integral(sigma**2)
+        times[0], times[-1] = process.T, process.t_min
+        return times
+    if grid == "logb":
+        ends = torch.tensor([process.T, process.t_min], dtype=torch.float64)
+        lo, hi = process.beta_integral(ends).log().tolist()
+        times = process.schedule.inverse_integral((lo + u * (hi - lo)).exp())
         times[0], times[-1] = process.T, process.t_min
         return times
     if grid == "quadratic":

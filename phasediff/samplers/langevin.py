@@ -177,6 +177,7 @@ def mild(
     T: int = 2,
     eps: float = DEFAULT_EPS,
     gamma: float = DEFAULT_GAMMA,
+    consistent_noise: bool = False,
     denoise: bool = True,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
@@ -192,7 +193,9 @@ def mild(
     v is carried across levels (Alg. 1 lines 8–9), never reset. Optional final denoising
     x ← x + σ_L² s(x, σ_L). γ = 0 is exactly ALD. NFE = L·T (+1), counted. Note: for γ > 0
     the per-level fixed point on Gaussian data has variance ≈ (1 − γ)(s² + σ_i²), not
-    s² + σ_i² (docs/mild.md). Output as in `annealed_langevin`; the callback also gets "v".
+    s² + σ_i² (docs/mild.md). `consistent_noise=True` (not in the seed) scales the noise to
+    sqrt(2 α_i/(1 − γ)), which restores the fixed point s² + σ_i². Output as in
+    `annealed_langevin`; the callback also gets "v".
     """
     _check_gamma(gamma)
     return _anneal(
@@ -201,6 +204,7 @@ def mild(
         sigmas,
         float(gamma),
         T=T,
+        noise_boost=1.0 / (1.0 - float(gamma)) if consistent_noise else 1.0,
         eps=eps,
         denoise=denoise,
         generator=generator,
@@ -221,6 +225,7 @@ def _anneal(
     T: int,
     eps: float,
     denoise: bool,
+    noise_boost: float = 1.0,
     generator: torch.Generator | None,
     callback: Callable[[dict], None] | None,
     return_trajectory: bool,
@@ -241,7 +246,7 @@ def _anneal(
     step = 0
     for level, sigma in enumerate(sig.tolist()):
         alpha = eps * sigma**2 / sigma_L**2
-        noise_scale = math.sqrt(2.0 * alpha)
+        noise_scale = math.sqrt(2.0 * alpha * noise_boost)
         for t in range(T):
             z = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
             if gamma is None:
@@ -361,13 +366,15 @@ def gaussian_variance_exact(
     eps: float = DEFAULT_EPS,
     gamma: float | None = None,
     denoise: bool = True,
+    consistent_noise: bool = False,
 ) -> float:
     """Exact Var(x) after ALD (gamma=None) or MILD on data N(0, s² I), x_init ~ N(0, σ_1² I).
 
     With the exact score s_σ(x) = −x/(s² + σ²) both samplers are linear, so the covariance of
     (x, v) per coordinate is propagated exactly: with a = α_i/(s² + σ_i²),
     (x, v) ← M (x, v) + (sqrt(2α_i) z, 0), M = [[1−a, γ(1−a)], [−a, γ(1−a)]] (γ = 0: ALD);
-    the denoising step multiplies x by s²/(s² + σ_L²). Independent of the sampler code.
+    the denoising step multiplies x by s²/(s² + σ_L²); `consistent_noise` multiplies the noise
+    variance by 1/(1 − γ). Independent of the sampler code.
     """
     _check_common(T, eps)
     sig = _check_sigmas(sigmas).tolist()
@@ -379,7 +386,8 @@ def gaussian_variance_exact(
         alpha = eps * sigma**2 / sig[-1] ** 2
         a = alpha / (s2 + sigma**2)
         M = torch.tensor([[1 - a, g * (1 - a)], [-a, g * (1 - a)]], dtype=torch.float64)
-        N = torch.tensor([[2 * alpha, 0.0], [0.0, 0.0]], dtype=torch.float64)
+        boost = 1.0 / (1.0 - g) if consistent_noise else 1.0
+        N = torch.tensor([[2 * alpha * boost, 0.0], [0.0, 0.0]], dtype=torch.float64)
         for _ in range(T):
             cov = M @ cov @ M.T + N
     var = float(cov[0, 0])
@@ -397,6 +405,7 @@ def mild_vs_ald_table(
     *,
     eps: float = DEFAULT_EPS,
     gamma: float = DEFAULT_GAMMA,
+    gamma_consistent: float = 0.7,
     denoise: bool = True,
     shape: tuple[int, int] = (2000, 100),
     seed: int = 0,
@@ -404,7 +413,8 @@ def mild_vs_ald_table(
     """ALD vs MILD on data N(0, s² I) with the exact VE score −x/(s² + σ²), one row per T.
 
     Each row: T, NFE, Monte Carlo variance and |var − s²| for ALD and MILD (both started from
-    the same seed), and the exact variance of each discrete scheme (`gaussian_variance_exact`).
+    the same seed), and the exact variance of each discrete scheme (`gaussian_variance_exact`);
+    "mildc" is MILD with `consistent_noise=True` at `gamma_consistent`.
     The Monte Carlo standard error of a variance is s²·sqrt(2/(B·d)) (0.32 % for 2000×100).
     """
     sigmas = noise_levels(sigma_max, sigma_min, L)
@@ -415,13 +425,24 @@ def mild_vs_ald_table(
     rows = []
     for T in steps:
         out = {}
-        for name, kw in (("ald", {}), ("mild", {"gamma": gamma})):
+        variants = (
+            ("ald", {}),
+            ("mild", {"gamma": gamma}),
+            ("mildc", {"gamma": gamma_consistent, "consistent_noise": True}),
+        )
+        for name, kw in variants:
             sampler = annealed_langevin if name == "ald" else mild
             g = torch.Generator().manual_seed(seed)
             res = sampler(score, shape, sigmas, T=T, eps=eps, denoise=denoise, generator=g, **kw)
             var = float(res.x.double().pow(2).mean())
             exact = gaussian_variance_exact(
-                s2, sigmas, T=T, eps=eps, gamma=kw.get("gamma"), denoise=denoise
+                s2,
+                sigmas,
+                T=T,
+                eps=eps,
+                gamma=kw.get("gamma"),
+                denoise=denoise,
+                consistent_noise=kw.get("consistent_noise", False),
             )
             out.update({f"{name}_var": var, f"{name}_err": abs(var - s2), f"{name}_exact": exact})
             out["nfe"] = res.nfe
@@ -433,13 +454,14 @@ def format_table(rows: list[dict[str, float]]) -> str:
     """Markdown table of `mild_vs_ald_table` rows."""
     lines = [
         "| T | NFE | ALD var | ALD \\|var − s²\\| | ALD exact | MILD var | MILD \\|var − s²\\| "
-        "| MILD exact |",
-        "|---|---|---|---|---|---|---|---|",
+        "| MILD exact | MILD-c var | MILD-c \\|var − s²\\| | MILD-c exact |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['T']} | {r['nfe']} | {r['ald_var']:.4f} | {r['ald_err']:.4f} | "
             f"{r['ald_exact']:.4f} | {r['mild_var']:.4f} | {r['mild_err']:.4f} | "
-            f"{r['mild_exact']:.4f} |"
+            f"{r['mild_exact']:.4f} | {r['mildc_var']:.4f} | {r['mildc_err']:.4f} | "
+            f"{r['mildc_exact']:.4f} |"
         )
     return "\n".join(lines)
