@@ -30,6 +30,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _os_error(exc: OSError) -> str:
+    """One sentence for an OSError: "<reason>: '<file>'." (or its own sentence)."""
+    if exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {str(exc.filename)!r}."
+    return (exc.strerror or str(exc) or type(exc).__name__).rstrip(".") + "."
+
+
 @analyze_app.command("mixing")
 def analyze_mixing(
     data_var: Annotated[
@@ -54,6 +61,9 @@ def analyze_mixing(
     mass, and the budget/time to reach KL < EPS. See docs/processes.md for the definitions."""
     from phasediff.analysis.mixing import default_processes, format_table, mixing_table, plot_mixing
 
+    for name, path in (("--out", out), ("--json", json_out)):
+        if path is not None and path.is_dir():
+            _fail(f"{name} {str(path)!r} is a directory; pass a file path.")
     try:
         rows = mixing_table(data_var=data_var, point_mass=point_mass, eps=eps)
     except ValueError as exc:
@@ -101,22 +111,38 @@ def train_command(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the tqdm progress bar.")
     ] = True,
+    skip_nonfinite: Annotated[
+        int | None,
+        typer.Option(
+            "--skip-nonfinite",
+            min=0,
+            help="Skip up to N batches with a NaN/Inf loss or gradient (no update) before "
+            "stopping; overrides train.skip_nonfinite (default 0: stop at the first).",
+        ),
+    ] = None,
 ) -> None:
     """Train a score model. Config sections: process (preset, params), data (name, n_train),
     model (kind mlp|unet, width, parameterization eps|score), objective (name hsm|dsm,
     weighting eps|score|likelihood|cld) and train (steps, batch_size, lr, warmup, grad_clip,
     ema_decay, log_every, ckpt_every, keep_last, sample_every, threads, device, tensorboard).
-    See docs/training.md."""
+    objective.name = velocity trains a velocity model (HGF, flow matching) and
+    hamiltonian_score_matching a force field (section hsm); see docs/training.md, docs/hgf.md."""
     from phasediff.training import load_config, train
     from phasediff.training.trainer import NonFiniteLossError
 
+    overrides = list(set_ or [])
+    if skip_nonfinite is not None:
+        overrides.append(f"train.skip_nonfinite={skip_nonfinite}")
     try:
-        cfg = load_config(config, set_ or [])
+        cfg = load_config(config, overrides)
         summary = train(cfg, out, resume=resume, progress=progress)
     except ValueError as exc:
         _fail(str(exc))
     except NonFiniteLossError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    except OSError as exc:  # disk full, unwritable run directory: the last checkpoint is kept
+        typer.echo(f"error: {_os_error(exc)}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(json.dumps(summary))
 
@@ -128,7 +154,10 @@ def sample_command(
     ],
     sampler: Annotated[
         str,
-        typer.Option(help="em, euler, heun, dopri5, lie_trotter or strang."),
+        typer.Option(
+            help="em, euler, heun, dopri5, lie_trotter or strang; hgf_euler, hgf_heun or "
+            "hgf_dopri5 for velocity models (HGF, flow matching)."
+        ),
     ] = "lie_trotter",
     steps: Annotated[int, typer.Option(help="Number of sampler steps (≥ 1).")] = 50,
     num: Annotated[int, typer.Option(help="Number of samples (≥ 1).")] = 2000,
@@ -141,6 +170,14 @@ def sample_command(
         bool, typer.Option("--trajectory", help="Also store the whole trajectory (steps+1 states).")
     ] = False,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle",
+            help="Accept a torch.save .pt/.pth file, read with torch.load(weights_only=True) "
+            "(layout in docs/reliability.md). Off by default: pickles can run code.",
+        ),
+    ] = False,
 ) -> None:
     """Sample a trained model with any sampler; NFE is counted, not inferred."""
     import numpy as np
@@ -156,7 +193,7 @@ def sample_command(
             raise ValueError(f"--steps and --num must be ≥ 1, got steps={steps}, num={num}.")
         if out.suffix != ".npz":
             raise ValueError(f"--out must end in .npz, got {str(out)!r}.")
-        model, process, _, data = load_trained(checkpoint, ema=ema)
+        model, process, _, data = load_trained(checkpoint, ema=ema, allow_pickle=allow_pickle)
         gen = torch.Generator().manual_seed(seed)
         res = fn(
             model,
@@ -206,13 +243,220 @@ def demo_command(
     typer.echo(f"wrote {out}/samples.png, {out}/trajectories.png, {out}/metrics.json")
 
 
+# ---------------------------------------------------------------------------- eval and plot
+
+
+@app.command("eval")
+def eval_command(
+    run: Annotated[Path, typer.Argument(help="Run directory (newest valid checkpoint) or JSON.")],
+    samples: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate these samples (.npz with x, from phasediff sample)."),
+    ] = None,
+    num: Annotated[
+        int | None, typer.Option(help="Samples to draw (default 2000) or to use from --samples.")
+    ] = None,
+    sampler: Annotated[str, typer.Option(help="Sampler when drawing samples.")] = "lie_trotter",
+    steps: Annotated[int, typer.Option(help="Sampler steps (≥ 1).")] = 50,
+    grid: Annotated[str, typer.Option(help="Time grid of the sampler.")] = "uniform",
+    seed: Annotated[int, typer.Option(help="Seed of the sampler and the held-out sets.")] = 0,
+    inception: Annotated[
+        Path | None,
+        typer.Option(help="TorchScript inception-2015-12-05.pt: adds Inception FID (images)."),
+    ] = None,
+    nll: Annotated[
+        bool, typer.Option("--nll", help="Also the held-out NLL (bits/dim for images).")
+    ] = False,
+    nll_num: Annotated[int, typer.Option(help="Held-out examples for --nll.")] = 256,
+    nll_tol: Annotated[float, typer.Option(help="rtol = atol of the dopri5 NLL solve.")] = 1e-5,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default RUN/eval).")] = None,
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
+) -> None:
+    """Evaluate a run: toys get W2 (exact, sliced), MMD, energy and mode metrics, digits the
+    digits Fréchet distance, each with its noise floor; writes OUT/metrics.json and
+    OUT/samples.png (samples vs held-out data). See docs/evaluation.md."""
+    from phasediff.evaluation.report import evaluate_run
+
+    try:
+        report = evaluate_run(
+            run,
+            samples=samples,
+            num=num,
+            sampler=sampler,
+            steps=steps,
+            grid=grid,
+            seed=seed,
+            inception=inception,
+            nll=nll,
+            nll_num=nll_num,
+            nll_tol=nll_tol,
+            out=out,
+            ema=ema,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    metrics = report["metrics"]
+    headline = {
+        k: metrics["toy"][k] for k in ("sliced_w2", "mode_tvd") if k in metrics.get("toy", {})
+    }
+    headline.update({k: metrics[k] for k in ("digits_fd", "inception_fid") if k in metrics})
+    if "nll" in report:
+        headline["nll"] = report["nll"]
+    typer.echo(json.dumps(headline))
+    typer.echo(f"wrote {report['out']}/metrics.json and {report['out']}/samples.png")
+
+
+plot_app = typer.Typer(
+    help="Figures like the HOLD paper's (docs/evaluation.md).", no_args_is_help=True
+)
+app.add_typer(plot_app, name="plot")
+
+
+@plot_app.command("paths")
+def plot_paths_command(
+    out: Annotated[Path, typer.Option(help="Output image.")] = Path("paths.png"),
+    processes: Annotated[
+        str, typer.Option(help="Comma-separated presets, one panel each.")
+    ] = "vp,cld,hold",
+    n_paths: Annotated[int, typer.Option(help="Paths per panel.")] = 12,
+    steps: Annotated[int, typer.Option(help="Time points per path (≥ 2).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of data and noise.")] = 0,
+) -> None:
+    """HOLD Fig. 1: forward noising paths of 1-D mixture data (white) per process."""
+    from phasediff.evaluation.figures import plot_paths
+
+    try:
+        names = [p.strip() for p in processes.split(",") if p.strip()]
+        path = plot_paths(out, names, n_paths=n_paths, steps=steps, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path}")
+
+
+@plot_app.command("phases")
+def plot_phases_command(
+    out: Annotated[Path, typer.Option(help="Output image.")] = Path("phases.png"),
+    process: Annotated[str, typer.Option(help="Preset whose blocks are drawn.")] = "hold",
+    n_paths: Annotated[int, typer.Option(help="Paths per panel.")] = 10,
+    sampler: Annotated[str, typer.Option(help="Sampler of the generation row.")] = "lie_trotter",
+    steps: Annotated[int, typer.Option(help="Time points of the forward paths (≥ 2).")] = 300,
+    sampler_steps: Annotated[int, typer.Option(help="Steps of the generation row.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of data and noise.")] = 0,
+) -> None:
+    """HOLD Fig. 2: x/v/a paths, forward and in generation (exact mixture score)."""
+    from phasediff.evaluation.figures import plot_phases
+
+    try:
+        path = plot_phases(
+            out,
+            process,
+            n_paths=n_paths,
+            steps=steps,
+            sampler=sampler,
+            sampler_steps=sampler_steps,
+            seed=seed,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path}")
+
+
+@plot_app.command("snapshots")
+def plot_snapshots_command(
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="Trained 2-D toy run; omitted: exact score of the data."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output image.")] = Path("snapshots.png"),
+    process: Annotated[str, typer.Option(help="Preset when no run is given.")] = "hold",
+    sampler: Annotated[str, typer.Option(help="Sampler.")] = "lie_trotter",
+    steps: Annotated[int, typer.Option(help="Sampler steps (≥ 1).")] = 50,
+    num: Annotated[int, typer.Option(help="Number of samples.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """HOLD Fig. 3: multi-Swiss-roll samples at several sampler steps."""
+    from phasediff.evaluation.figures import plot_snapshots
+
+    try:
+        path, source = plot_snapshots(
+            out, run=run, process=process, sampler=sampler, steps=steps, num=num, seed=seed
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path} (model: {source})")
+
+
+@plot_app.command("samples")
+def plot_samples_command(
+    sources: Annotated[list[Path], typer.Argument(help="Run directories or .npz sample files.")],
+    out: Annotated[Path, typer.Option(help="Output image.")] = Path("samples.png"),
+    label: Annotated[
+        list[str] | None, typer.Option(help="Panel label per source (repeatable).")
+    ] = None,
+    sampler: Annotated[str, typer.Option(help="Sampler for run directories.")] = "lie_trotter",
+    steps: Annotated[int, typer.Option(help="Sampler steps (≥ 1).")] = 50,
+    num: Annotated[int, typer.Option(help="Samples per panel.")] = 2000,
+    data: Annotated[
+        str | None, typer.Option(help="Dataset of the reference panel (default: the run's).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
+) -> None:
+    """HOLD Fig. 4: samples of several runs side by side, with the data."""
+    from phasediff.evaluation.figures import plot_samples, samples_from_sources
+
+    try:
+        panels, reference = samples_from_sources(
+            sources, labels=label, sampler=sampler, steps=steps, num=num, seed=seed, data=data
+        )
+        if title is None and any(s.suffix != ".npz" for s in sources):
+            title = f"{num} samples per run: {sampler}, {steps} steps"
+        path = plot_samples(out, panels, reference=reference, title=title or "")
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: bad input is one sentence and exit status 2, a failure at
+    run time (I/O, an unexpected error) one sentence and status 1, Ctrl-C status 130; never a
+    traceback unless PHASEDIFF_DEBUG=1 (docs/reliability.md)."""
+    import os
+    import warnings
+
+    debug = os.environ.get("PHASEDIFF_DEBUG", "") not in ("", "0")
+    if not debug:  # "warning: <message>" instead of "<file>:<line>: UserWarning: ..."
+        warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         app()
     except ValueError as exc:  # a last guard: bad input never shows a traceback
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo(
+            "interrupted; a training run continues from its last checkpoint with --resume.",
+            err=True,
+        )
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, OSError):
+            typer.echo(f"error: {_os_error(exc)}", err=True)
+        elif isinstance(exc, MemoryError) or "can't allocate memory" in str(exc):
+            typer.echo(
+                "error: out of memory; reduce the batch size, the number of samples or the "
+                "network size.",
+                err=True,
+            )
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            typer.echo(
+                f"error: unexpected {type(exc).__name__}: {first.rstrip('.')}. "
+                f"Rerun with PHASEDIFF_DEBUG=1 for the traceback and please report it.",
+                err=True,
+            )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

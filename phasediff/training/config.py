@@ -7,18 +7,20 @@ Validation errors become one sentence per bad field, naming it and what would be
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from phasediff.objectives import OBJECTIVES, WEIGHTINGS
+from phasediff.objectives import HAMILTONIAN_SCORE_MATCHING, OBJECTIVES, WEIGHTINGS
 from phasediff.processes import PRESETS
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN/Inf are refused everywhere (TOML accepts `nan` and `inf` literals).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ProcessConfig(_Strict):
@@ -26,6 +28,20 @@ class ProcessConfig(_Strict):
 
     preset: str = "hold"
     params: dict[str, float | int | list[float]] = Field(default_factory=dict)
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _finite_numbers(cls, v: object) -> object:
+        if not isinstance(v, dict):
+            return v  # pydantic reports the wrong type
+        for key, value in v.items():
+            items = value if isinstance(value, list) else [value]
+            if not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                for x in items
+            ):
+                raise ValueError(f"{key!r} must be a finite number or a list of finite numbers")
+        return v
 
     @field_validator("preset")
     @classmethod
@@ -61,8 +77,9 @@ class ObjectiveConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _known_objective(cls, v: str) -> str:
-        if v not in OBJECTIVES:
-            raise ValueError(f"valid objectives are: {', '.join(sorted(OBJECTIVES))}")
+        if v not in OBJECTIVES and v != HAMILTONIAN_SCORE_MATCHING:
+            valid = sorted([*OBJECTIVES, HAMILTONIAN_SCORE_MATCHING])
+            raise ValueError(f"valid objectives are: {', '.join(valid)}")
         return v
 
     @field_validator("weighting")
@@ -91,18 +108,40 @@ class TrainConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
     device: str = "cpu"
     tensorboard: bool = True
+    skip_nonfinite: int = Field(
+        0, ge=0, description="bad (NaN/Inf) batches that may be skipped before training stops"
+    )
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("both AdamW betas must lie in [0, 1)")
+        return v
+
+
+class HSMConfig(_Strict):
+    """Hamiltonian score matching (objective.name = "hamiltonian_score_matching", docs/hgf.md):
+    trajectories of x' = v, v' = F_θ(x) on [0, horizon] by leapfrog, `velocity_steps` updates
+    of the velocity predictor (learning rate velocity_lr) per force update."""
+
+    horizon: float = Field(1.0, gt=0.0)
+    leapfrog_steps: int = Field(10, ge=1)
+    velocity_steps: int = Field(5, ge=1)
+    velocity_lr: float = Field(2e-3, gt=0.0)
 
 
 class Config(_Strict):
     """A whole experiment."""
 
     name: str = "run"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**31)
     process: ProcessConfig = Field(default_factory=ProcessConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    hsm: HSMConfig = Field(default_factory=HSMConfig)
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -159,16 +198,23 @@ def config_from_dict(raw: dict) -> Config:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a TOML config, apply `--set` overrides, validate."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"config file {str(path)!r} is a directory; pass a TOML file such as "
+            f"configs/toy_hold.toml."
+        )
     if not path.is_file():
         raise ValueError(
             f"config file {str(path)!r} does not exist; "
             f"pass a TOML file such as configs/toy_hold.toml."
         )
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {str(path)!r} is not valid TOML ({exc}).") from None
     except UnicodeDecodeError:
         raise ValueError(f"config file {str(path)!r} is not a UTF-8 text file.") from None
+    except OSError as exc:
+        raise ValueError(f"config file {str(path)!r} cannot be read ({exc.strerror}).") from None
     raw.setdefault("name", path.stem)
     return config_from_dict(apply_overrides(raw, overrides or []))

@@ -8,8 +8,10 @@ uninterrupted run's losses bit for bit (tested).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -18,36 +20,92 @@ import torch
 from phasediff.data import DataSource, get_data
 from phasediff.models import TimeMLP, UNet, count_parameters
 from phasediff.objectives import get_objective
+from phasediff.objectives.hamiltonian import (
+    HAMILTONIAN_SCORE_MATCHING,
+    VELOCITY,
+    VELOCITY_OBJECTIVES,
+    check_velocity_process,
+    is_velocity_model,
+)
 from phasediff.processes import LinearProcess, get_process
 from phasediff.training.checkpoint import (
+    atomic_write_bytes,
     decode_state,
     encode_state,
     list_checkpoints,
     load_checkpoint,
+    process_mismatch,
     save_checkpoint,
     split_prefix,
+    state_dict_mismatch,
 )
 from phasediff.training.config import Config, config_from_dict
 
-CSV_FIELDS = ["step", "loss", "lr", "grad_norm", "seconds"]
+CSV_FIELDS = ["step", "loss", "lr", "grad_norm", "seconds", "skipped"]
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training hit a NaN/Inf loss or gradient; the last good checkpoint is kept."""
+    """Training hit a NaN/Inf loss or gradient; the last good checkpoint is kept.
+
+    `step` is the step whose batch was bad and `tensor` names what was non-finite: "loss" or
+    "gradient of '<parameter name>'"."""
+
+    def __init__(self, message: str, *, step: int = 0, tensor: str = "loss") -> None:
+        super().__init__(message)
+        self.step = step
+        self.tensor = tensor
 
 
 def build_process(config: Config) -> LinearProcess:
     return get_process(config.process.preset, **config.process.params)
 
 
+def build_data(config: Config) -> DataSource:
+    """The config's dataset; a missing or unreadable dataset file is one ValueError sentence."""
+    try:
+        return get_data(config.data.name, n_train=config.data.n_train, seed=config.seed)
+    except (OSError, EOFError) as exc:
+        where = getattr(exc, "filename", None)
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ValueError(
+            f"dataset {config.data.name!r} could not be read ({reason}"
+            f"{f': {where}' if where else ''}); check that its files exist and are intact."
+        ) from None
+
+
 def build_model(config: Config, process: LinearProcess, data: DataSource) -> torch.nn.Module:
-    """The network named by config.model for this process and data."""
-    mc = config.model
-    n_out = len(process.noisy_blocks)
+    """The network named by config.model for this process and data (a position-only velocity
+    network for the "velocity" objective, docs/hgf.md)."""
+    velocity = _velocity_network(config, process)  # HGF: position in, velocity out
+    k_in, n_out = (1, 1) if velocity else (process.k, len(process.noisy_blocks))
     if n_out == 0:
         raise ValueError(
-            f"process '{process.name}' has no noisy blocks; score models cannot be trained on it."
+            f"process '{process.name}' has no noisy blocks; score models cannot be trained on it "
+            f"(train a velocity model with objective.name = 'velocity')."
         )
+    net = _build_network(config, process, data, k_in, n_out)
+    if velocity:
+        net.parameterization = VELOCITY
+    return net
+
+
+def _velocity_network(config: Config, process: LinearProcess) -> bool:
+    """True when the objective trains a position-only velocity model (docs/hgf.md)."""
+    if config.objective.name == HAMILTONIAN_SCORE_MATCHING:
+        raise ValueError(
+            "a hamiltonian_score_matching run holds a force and a velocity network; load it with "
+            "phasediff.training.hamiltonian_sm.load_force."
+        )
+    if config.objective.name not in VELOCITY_OBJECTIVES:
+        return False
+    check_velocity_process(process)
+    return True
+
+
+def _build_network(
+    config: Config, process: LinearProcess, data: DataSource, k_in: int, n_out: int
+) -> torch.nn.Module:
+    mc = config.model
     if mc.kind == "mlp":
         if len(data.data_shape) != 1:
             raise ValueError(
@@ -55,7 +113,7 @@ def build_model(config: Config, process: LinearProcess, data: DataSource) -> tor
                 f"{data.data_shape}; use model.kind = 'unet'."
             )
         return TimeMLP(
-            process.k,
+            k_in,
             data.data_shape[0],
             n_out,
             hidden=mc.hidden,
@@ -70,7 +128,7 @@ def build_model(config: Config, process: LinearProcess, data: DataSource) -> tor
             f"{data.data_shape}; use model.kind = 'mlp'."
         )
     return UNet(
-        process.k,
+        k_in,
         data.data_shape[0],
         n_out,
         base=mc.base,
@@ -126,7 +184,7 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         self.process = build_process(config)
-        self.data = get_data(config.data.name, n_train=config.data.n_train, seed=config.seed)
+        self.data = build_data(config)
         self.model = build_model(config, self.process, self.data).to(self.device)
         self.objective = get_objective(config.objective.name)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -140,10 +198,12 @@ class Trainer:
         )
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed + 1)
         self.step = 0
+        self.skipped = 0  # non-finite batches skipped so far (train.skip_nonfinite)
         self.losses: list[float] = []
         if resume:
             self._restore(load_checkpoint(self.ckpt_dir))
-        (self.run_dir / "config.json").write_text(json.dumps(config.model_dump(), indent=1))
+        config_text = json.dumps(config.model_dump(), indent=1).encode()
+        atomic_write_bytes(self.run_dir / "config.json", config_text)
 
     # ----------------------------------------------------------------- one step
     def lr_at(self, step: int) -> float:
@@ -151,7 +211,13 @@ class Trainer:
         return self.config.train.lr * (min(1.0, step / warm) if warm else 1.0)
 
     def train_step(self) -> tuple[float, float]:
-        """One optimisation step; returns (loss, gradient norm before clipping)."""
+        """One optimisation step; returns (loss, gradient norm before clipping).
+
+        A non-finite loss or gradient raises NonFiniteLossError naming the step and the tensor
+        ("loss", or the first parameter whose gradient is non-finite) before anything is
+        updated. While at most `train.skip_nonfinite` such batches have been met, the batch is
+        skipped instead: the step counter advances (the batch is consumed) but the weights,
+        EMA and AdamW state are untouched, `self.skipped` grows and (nan, nan) is returned."""
         tc = self.config.train
         step = self.step + 1
         lr = self.lr_at(step)
@@ -165,33 +231,60 @@ class Trainer:
             self.generator,
             weighting=self.config.objective.weighting,
         )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip))
-        else:
-            grad_norm = float(
-                torch.linalg.vector_norm(
-                    torch.stack(
-                        [
-                            torch.linalg.vector_norm(p.grad)
-                            for p in self.params
-                            if p.grad is not None
-                        ]
-                    )
-                )
-            )
         value = float(loss.detach())
-        if not (math.isfinite(value) and math.isfinite(grad_norm)):
-            what = "loss" if not math.isfinite(value) else "gradient norm"
-            raise NonFiniteLossError(
-                f"non-finite {what} at step {step}; training stopped and the last good "
-                f"checkpoint in {str(self.ckpt_dir)!r} is kept."
-            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(value):
+            return self._non_finite(step, "loss")
+        loss.backward()
+        grads = [p.grad for p in self.params if p.grad is not None]
+        total_norm = torch.nn.utils.get_total_norm(grads)
+        grad_norm = float(total_norm)
+        if not math.isfinite(grad_norm):
+            return self._non_finite(step, self._non_finite_gradient())
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(self.params, tc.grad_clip, total_norm)
         self.optimizer.step()
         torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - tc.ema_decay)
         self.step = step
         return value, grad_norm
+
+    def _non_finite_gradient(self) -> str:
+        for name, p in self.model.named_parameters():
+            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+                return f"gradient of {name!r}"
+        return "gradient norm"
+
+    def _non_finite(self, step: int, tensor: str) -> tuple[float, float]:
+        """Skip the batch of `step` (see train_step) or raise NonFiniteLossError."""
+        self.optimizer.zero_grad(set_to_none=True)
+        allowed = self.config.train.skip_nonfinite
+        if self.skipped >= allowed:
+            kept = list_checkpoints(self.ckpt_dir) if self.ckpt_dir.is_dir() else []
+            outcome = (
+                f"the last good checkpoint {str(kept[-1])!r} is kept"
+                if kept
+                else "no checkpoint had been written yet"
+            )
+            budget = (
+                f" after skipping {self.skipped} bad batches (--skip-nonfinite {allowed})"
+                if allowed
+                else ""
+            )
+            raise NonFiniteLossError(
+                f"non-finite {tensor} at step {step}{budget}; training stopped and {outcome}.",
+                step=step,
+                tensor=tensor,
+            )
+        self.skipped += 1
+        self.step = step
+        from tqdm import tqdm
+
+        tqdm.write(
+            f"warning: skipped the batch of step {step} (non-finite {tensor}); "
+            f"{self.skipped} of {allowed} allowed skips used.",
+            file=sys.stderr,
+        )
+        return math.nan, math.nan
 
     # ----------------------------------------------------------------- the loop
     def fit(self, steps: int | None = None) -> dict:
@@ -218,16 +311,18 @@ class Trainer:
             if new_file:
                 writer.writerow(CSV_FIELDS)
             while self.step < target:
+                skipped_before = self.skipped
                 loss, grad_norm = self.train_step()
-                self.losses.append(loss)
-                window.append(loss)
+                if self.skipped == skipped_before:  # skipped batches log no loss
+                    self.losses.append(loss)
+                    window.append(loss)
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == target:
-                    mean = sum(window) / len(window)
+                    mean = sum(window) / len(window) if window else math.nan
                     window.clear()
                     elapsed = time.perf_counter() - t_start
                     row = [self.step, f"{mean:.6g}", f"{self.lr_at(self.step):.6g}"]
-                    writer.writerow([*row, f"{grad_norm:.4g}", f"{elapsed:.2f}"])
+                    writer.writerow([*row, f"{grad_norm:.4g}", f"{elapsed:.2f}", str(self.skipped)])
                     fh.flush()
                     bar.set_postfix(loss=f"{mean:.4f}")
                     if writer_tb is not None:
@@ -244,6 +339,7 @@ class Trainer:
             "step": self.step,
             "final_loss": self.losses[-1] if self.losses else math.nan,
             "seconds": time.perf_counter() - t_start,
+            "skipped_nonfinite": self.skipped,
             "parameters": count_parameters(self.model),
             "run_dir": str(self.run_dir),
         }
@@ -270,6 +366,7 @@ class Trainer:
             "torch_rng_state": encode_state(torch.get_rng_state()),
             "process": self.process.describe(),
             "parameterization": self.config.model.parameterization,
+            "skipped_nonfinite": self.skipped,
         }
         return save_checkpoint(
             self.ckpt_dir, self.step, self.state_tensors(), meta, self.config.train.keep_last
@@ -284,21 +381,34 @@ class Trainer:
                 f"the checkpoint in {str(self.ckpt_dir)!r} was trained with a different "
                 f"{mismatch}; resume with the same config."
             )
-        self.model.load_state_dict(split_prefix(tensors, "model"))
-        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        ema = split_prefix(tensors, "ema")
-        self.ema = [ema[n].to(self.device).clone() for n in names]
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in split_prefix(tensors, "optim").items():
-            idx, name = key.split(".", 1)
-            state.setdefault(int(idx), {})[name] = value
-        groups = meta["optimizer"]["param_groups"]
-        for g, current in zip(groups, self.optimizer.state_dict()["param_groups"], strict=True):
-            g["params"] = current["params"]
-        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
-        self.generator.set_state(decode_state(meta["generator_state"]))
-        torch.set_rng_state(decode_state(meta["torch_rng_state"]))
+        _check_process(meta, self.process, self.ckpt_dir)
+        weights = split_prefix(tensors, "model")
+        problem = state_dict_mismatch(self.model, weights)
+        if problem:
+            raise ValueError(f"cannot resume from {str(self.ckpt_dir)!r}: {problem}.")
+        try:
+            self.model.load_state_dict(weights)
+            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+            ema = split_prefix(tensors, "ema")
+            self.ema = [ema[n].to(self.device).clone() for n in names]
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in split_prefix(tensors, "optim").items():
+                idx, name = key.split(".", 1)
+                state.setdefault(int(idx), {})[name] = value
+            groups = meta["optimizer"]["param_groups"]
+            current_groups = self.optimizer.state_dict()["param_groups"]
+            for g, current in zip(groups, current_groups, strict=True):
+                g["params"] = current["params"]
+            self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+            self.generator.set_state(decode_state(meta["generator_state"]))
+            torch.set_rng_state(decode_state(meta["torch_rng_state"]))
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(
+                f"the checkpoint in {str(self.ckpt_dir)!r} cannot be resumed from: its "
+                f"training state is incomplete ({type(exc).__name__}: {exc})."
+            ) from None
         self.step = int(meta["step"])
+        self.skipped = int(meta.get("skipped_nonfinite", 0))
 
     # ----------------------------------------------------------------- samples
     def ema_model(self) -> torch.nn.Module:
@@ -312,21 +422,36 @@ class Trainer:
         return model.eval()
 
     def sample_image(self, path: Path) -> Path:
-        """Sample the EMA model with Euler–Maruyama and save a picture (scatter or grid)."""
-        from phasediff.samplers import euler_maruyama
+        """Sample the EMA model with Euler–Maruyama (velocity models: Euler on dx/dt = V) and
+        save a picture (scatter or grid)."""
+        from phasediff.samplers import euler_maruyama, hgf_euler
         from phasediff.training.plots import save_samples
 
         tc = self.config.train
         gen = torch.Generator().manual_seed(self.config.seed + 2)
         shape = (tc.sample_num, *self.data.data_shape)
-        samples = euler_maruyama(
-            self.ema_model(), self.process, shape, tc.sample_steps, generator=gen
-        )
+        sampler = hgf_euler if is_velocity_model(self.model) else euler_maruyama
+        samples = sampler(self.ema_model(), self.process, shape, tc.sample_steps, generator=gen)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_samples(
             samples.x, path, reference=self.data.held_out(tc.sample_num), title=f"step {self.step}"
         )
         return path
+
+
+def _check_process(meta: dict, process: LinearProcess, where: str | Path) -> None:
+    """Refuse a checkpoint whose stored process matrices differ from the rebuilt process
+    (e.g. a preset default changed since it was trained)."""
+    saved = meta.get("process")
+    if not isinstance(saved, dict):
+        return  # older or imported checkpoints carry no description
+    difference = process_mismatch(saved, process.describe())
+    if difference:
+        raise ValueError(
+            f"the checkpoint in {str(where)!r} was trained with a different process than "
+            f"preset {process.name!r} builds now ({difference}); pin the old values in "
+            f"process.params or retrain."
+        )
 
 
 def _architecture_mismatch(a: Config, b: Config) -> str | None:
@@ -350,14 +475,26 @@ def _truncate_csv(path: Path, step: int) -> None:
     """Drop rows logged after `step` (a run killed after its last checkpoint)."""
     if not path.exists():
         return
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    if not text.endswith("\n"):  # a row cut short by a kill
+        text = text[: text.rfind("\n") + 1]
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows:
         path.unlink()
         return
-    kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows(kept)
+    header, body = rows[0], rows[1:]
+    if len(header) < len(CSV_FIELDS) and header == CSV_FIELDS[: len(header)]:
+        # a log begun before the last columns existed: pad its rows (e.g. skipped = 0)
+        body = [
+            r + ["0"] * (len(CSV_FIELDS) - len(r)) if len(r) == len(header) else r for r in body
+        ]
+        header = CSV_FIELDS
+    kept = [header] + [
+        r for r in body if len(r) == len(header) and r[0].isdigit() and int(r[0]) <= step
+    ]
+    out = io.StringIO(newline="")
+    csv.writer(out).writerows(kept)
+    atomic_write_bytes(path, out.getvalue().encode())  # a kill here keeps the old log
 
 
 def _tensorboard(run_dir: Path):
@@ -372,33 +509,52 @@ def train(
     config: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True
 ) -> dict:
     """Train `config` into `run_dir` (the function behind `phasediff train`)."""
+    if config.objective.name == HAMILTONIAN_SCORE_MATCHING:  # its own loop (two networks)
+        from phasediff.training.hamiltonian_sm import train_hsm
+
+        return train_hsm(config, run_dir, resume=resume, progress=progress)
     return Trainer(config, run_dir, resume=resume, progress=progress).fit()
 
 
 def load_trained(
-    path: str | Path, *, ema: bool = True, device: str = "cpu"
+    path: str | Path, *, ema: bool = True, device: str = "cpu", allow_pickle: bool = False
 ) -> tuple[torch.nn.Module, LinearProcess, Config, DataSource]:
     """(model, process, config, data) from a run directory or checkpoint file.
 
     The model carries the EMA weights unless ema=False, is in eval mode, and was rebuilt from
-    the checkpoint's own config (no code is unpickled)."""
-    meta, tensors = load_checkpoint(path)
-    config = config_from_dict(meta["config"])
-    process = build_process(config)
-    data = get_data(config.data.name, n_train=config.data.n_train, seed=config.seed)
-    model = build_model(config, process, data)
+    the checkpoint's own config (no code is unpickled). The process rebuilt from that config
+    must match the matrices stored in the checkpoint. A pickled `.pt` file is refused unless
+    allow_pickle=True (then read with torch.load(weights_only=True); layout in
+    docs/reliability.md)."""
+    meta, tensors = load_checkpoint(path, allow_pickle=allow_pickle)
     try:
-        model.load_state_dict(split_prefix(tensors, "model"))
-    except RuntimeError as exc:
+        config = config_from_dict(meta["config"])
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {str(path)!r} holds an invalid config: {exc}") from None
+    process = build_process(config)
+    _check_process(meta, process, path)
+    data = build_data(config)
+    model = build_model(config, process, data)
+    weights = split_prefix(tensors, "model")
+    problem = state_dict_mismatch(model, weights)
+    if problem:
         raise ValueError(
-            f"checkpoint weights do not fit the network its config describes ({exc})."
-        ) from None
+            f"checkpoint {str(path)!r} does not fit the network its config describes: {problem}."
+        )
+    model.load_state_dict(weights)
     if ema:
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         ema_t = split_prefix(tensors, "ema")
         missing = [n for n in names if n not in ema_t]
         if missing:
             raise ValueError(f"checkpoint has no EMA weights for {missing[0]!r}; use ema=False.")
+        shapes = dict(model.named_parameters())
+        wrong = [n for n in names if ema_t[n].shape != shapes[n].shape]
+        if wrong:
+            raise ValueError(
+                f"checkpoint EMA weight {wrong[0]!r} has shape {tuple(ema_t[wrong[0]].shape)}, "
+                f"not {tuple(shapes[wrong[0]].shape)}; use ema=False."
+            )
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if p.requires_grad:
