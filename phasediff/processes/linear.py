@@ -154,11 +154,12 @@ class LinearProcess:
             if S is not None:
                 prior_cov = S
             else:
-                _, N = self._noise(
+                # the law of z_T given x₀ = 0: transported initial auxiliaries plus noise
+                E, N = self._noise(
                     torch.zeros(1, dtype=torch.float64),
                     torch.full((1,), self.T, dtype=torch.float64),
                 )
-                prior_cov = N[0]
+                prior_cov = E[0] @ self.initial_cov @ E[0].T + N[0]
         self.prior_cov = as_matrix(prior_cov, "prior_cov", k)
         check_psd(self.prior_cov, "prior_cov")
         evals, evecs = torch.linalg.eigh(self.prior_cov)

@@ -11,7 +11,6 @@ from phasediff.samplers.base import (
     CountingModel,
     Samples,
     check_shape,
-    noisy_score,
     score_factors,
     time_grid,
 )
@@ -40,27 +39,31 @@ def euler_maruyama(
     times = time_grid(process, steps, grid)
     n = list(process.noisy_blocks)
     cast = {"device": device, "dtype": dtype}
-    # Every k×k matrix of every step, once per grid (float64, then cast).
+    # Every step is z ← M_z z + M_o out + √h G ξ with out the network output: all k×k (and
+    # k×m) matrices of every step are formed once per grid, in float64, then cast.
     starts = times[:-1]
-    h = (times[:-1] - times[1:]).tolist()
+    h = (times[:-1] - times[1:])[:, None, None]
     G = process.diffusion(starts)  # √(2β h_damp) G per step
-    GGn = (G @ G.transpose(-1, -2))[..., n].to(**cast)
-    BA = (process.beta(starts)[:, None, None] * process.A).to(**cast)
-    U = score_factors(process, starts).to(**cast) if n else None
-    G = G.to(**cast)
+    eye = torch.eye(process.k, dtype=torch.float64)
+    Mz = (eye - h * process.beta(starts)[:, None, None] * process.A).to(**cast)
+    Mo = h * (G @ G.transpose(-1, -2))[..., n]  # multiplies the score (D∇log p = ½GGᵀ∇…)
+    if n and counted.parameterization == "eps":
+        Mo = -Mo @ score_factors(process, starts)  # score = −U ε
+    Mo = Mo.to(**cast)
+    Gh = (h.sqrt() * G).to(**cast)
     z = process.prior_sample(shape, generator=generator, device=device, dtype=dtype)
+    tt = [torch.full((shape[0],), t, device=z.device, dtype=dtype) for t in times.tolist()]
     trajectory = [z.clone()] if return_trajectory else []
     for i in range(steps):
-        t, t_next = float(times[i]), float(times[i + 1])
-        drift = apply_blocks(BA[i], z)
+        z_next = apply_blocks(Mz[i], z)
         if n:
-            drift = drift - apply_blocks(GGn[i], noisy_score(counted, z, t, U[i]))
-        z = z - h[i] * drift
+            z_next = z_next + apply_blocks(Mo[i], counted(z, tt[i]))
         if not (denoise and i == steps - 1):
-            noise = torch.randn(z.shape, generator=generator, device=device, dtype=dtype)
-            z = z + h[i] ** 0.5 * apply_blocks(G[i], noise)
+            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=dtype)
+            z_next = z_next + apply_blocks(Gh[i], noise)
+        z = z_next
         if return_trajectory:
             trajectory.append(z.clone())
         if callback is not None:
-            callback({"i": i, "t": t_next, "z": z})
+            callback({"i": i, "t": float(times[i + 1]), "z": z})
     return Samples(x=z[:, 0], z=z, nfe=counted.nfe, times=times, trajectory=trajectory)

@@ -23,7 +23,6 @@ from phasediff.samplers.base import (
     CountingModel,
     Samples,
     check_shape,
-    noisy_score,
     score_factors,
     time_grid,
 )
@@ -75,33 +74,34 @@ def _split(
         kick_times = process.schedule.inverse_integral(B[:-1] - b / 2)
         kick_times = kick_times.clamp(process.t_min, process.T)
     R = _factor(N)
-    U = score_factors(process, kick_times) if n else None
+    # kick z ← z + b·K(s + P⁻¹_n z) (K = 2D[:, n]) folded with the flow that follows it:
+    # z ← E(I + bK P⁻¹_n) z + E bK s + R ξ — one k×k and one k×m product per NFE.
+    eye = torch.eye(process.k, dtype=torch.float64)
+    bK = b[:, None, None] * (2.0 * process.D[:, n])
+    Mz = E @ (eye + bK @ Pinv[n]) if n else E
+    Mo = E @ bK
+    if n and counted.parameterization == "eps":
+        Mo = -Mo @ score_factors(process, kick_times)  # score = −U ε
     cast = {"device": device, "dtype": dtype}
-    E, R = E.to(**cast), R.to(**cast)
-    kick_map = (2.0 * process.D[:, n]).to(**cast)  # k × m
-    Pinv_n = Pinv[n].to(**cast)  # m × k
+    E, R, Mz, Mo = (m.to(**cast) for m in (E, R, Mz, Mo))
 
-    def linear(z: torch.Tensor, i: int, noise: bool) -> torch.Tensor:
-        z = apply_blocks(E[i], z)
-        if noise:
-            xi = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            z = z + apply_blocks(R[i], xi)
-        return z
-
-    def kick(z: torch.Tensor, i: int) -> torch.Tensor:
-        if not n:
-            return z
-        s = noisy_score(counted, z, float(kick_times[i]), U[i].to(**cast))
-        return z + float(b[i]) * apply_blocks(kick_map, s + apply_blocks(Pinv_n, z))
+    def noise(z: torch.Tensor, i: int) -> torch.Tensor:
+        xi = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+        return apply_blocks(R[i], xi)
 
     z = process.prior_sample(shape, generator=generator, device=device, dtype=dtype)
+    tt = [torch.full((shape[0],), t, device=z.device, dtype=dtype) for t in kick_times.tolist()]
     trajectory = [z.clone()] if return_trajectory else []
     for i in range(steps):
         last = denoise and i == steps - 1
-        if order == 1:
-            z = linear(kick(z, i), i, noise=not last)
-        else:
-            z = linear(kick(linear(z, i, noise=True), i), i, noise=not last)
+        if order == 2:  # first half flow
+            z = apply_blocks(E[i], z) + noise(z, i)
+        z_next = apply_blocks(Mz[i], z)
+        if n:
+            z_next = z_next + apply_blocks(Mo[i], counted(z, tt[i]))
+        if not last:
+            z_next = z_next + noise(z, i)
+        z = z_next
         if return_trajectory:
             trajectory.append(z.clone())
         if callback is not None:
