@@ -1,0 +1,127 @@
+"""Quality vs NFE of every score sampler on trained toy runs (issue "fast sampling").
+
+    python bench/fast_sampling.py runs/toy_hold runs/toy_cld runs/toy_vp [--num 5000]
+    python bench/fast_sampling.py --render-only bench/results/fast_sampling.json
+
+Each run is sampled with em, lie_trotter, strang, heun, ei and ei1 at 5 / 10 / 20 / 50 NFE
+(heun: 2 NFE per step, the measured NFE is reported) and with em at 1000 steps as the
+reference; every number is a ratio to the noise floor (the same distance between two fresh
+data sets of the same size; `phasediff.evaluation.evaluate_toy`): plain sliced W2 and the
+mode-resolved sliced W2 of the multi-Swiss-roll. One seed (0), 1 torch thread. The table is
+written into docs/benchmarks.md between `<!-- bench:fast-sampling -->` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+
+SAMPLER_NAMES = ("em", "lie_trotter", "strang", "heun", "ei", "ei1")
+NFES = (5, 10, 20, 50)
+
+
+def measure(runs: list[str], num: int) -> list[list]:
+    from phasediff.data import MULTI_SWISS_ROLL_CENTERS
+    from phasediff.evaluation import evaluate_toy
+    from phasediff.samplers import SAMPLERS
+    from phasediff.training import load_trained
+
+    rows = []
+    for run in runs:
+        model, process, _, data = load_trained(run)
+
+        def score(x: torch.Tensor) -> tuple[float, float]:
+            m = evaluate_toy(
+                x,
+                lambda n, seed: data.held_out(n, seed=seed),  # noqa: B023
+                n=num,
+                centers=MULTI_SWISS_ROLL_CENTERS,
+                exact_w2_max_n=0,
+            )
+            return m["sliced_w2"]["ratio"], m["mode_sliced_w2"]["ratio"]
+
+        plan = [(name, nfe) for name in SAMPLER_NAMES for nfe in NFES] + [("em", 1000)]
+        for name, nfe in plan:
+            steps = (nfe + 1) // 2 if name == "heun" else nfe
+            gen = torch.Generator().manual_seed(0)
+            out = SAMPLERS[name](model, process, (num, 2), steps, generator=gen)
+            rows.append([run, name, out.nfe, *score(out.x)])
+            print(*rows[-1], flush=True)
+    return rows
+
+
+def fmt(v: float) -> str:
+    return "diverged" if not v < 1e3 else f"{v:.2f}"
+
+
+def render(rows: list[list]) -> str:
+    lines = [
+        "<!-- bench:fast-sampling -->",
+        "## Quality vs NFE on the trained toy models (`bench/fast_sampling.py`)",
+        "",
+        "`python bench/fast_sampling.py runs/toy_hold runs/toy_cld runs/toy_vp` (toy_hold and",
+        "toy_cld trained 60k steps, toy_vp 20k, configs/toy_*.toml, seed 0; 5000 samples, one",
+        "seed). Each cell: plain sliced-W2 ratio / mode-resolved sliced-W2 ratio to the noise",
+        "floor (1 = indistinguishable from fresh data at this n). `diverged`: ratio > 1000.",
+        "",
+    ]
+    for run in dict.fromkeys(r[0] for r in rows):
+        sub = [r for r in rows if r[0] == run]
+        ref = next(r for r in sub if r[1] == "em" and r[2] == 1000)
+        lines += [
+            f"**{Path(run).name}** — reference em, 1000 NFE: {fmt(ref[3])} / {fmt(ref[4])}",
+            "",
+            "| sampler | ~5 NFE | ~10 NFE | ~20 NFE | ~50 NFE |",
+            "|---|---|---|---|---|",
+        ]
+        for name in SAMPLER_NAMES:
+            cells = [f"{fmt(r[3])} / {fmt(r[4])}" for r in sub if r[1] == name and r[2] < 1000]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "Findings (these numbers, one seed): at ~20 NFE the exponential integrators are the",
+        "best samplers on all three models (mode-resolved ratio 1.9–3.2 for `ei`/`ei1` against",
+        "4.0–10.2 for Lie–Trotter, Strang and EM). On toy_hold, `ei` at 20 NFE reaches",
+        "1.38 / 2.65 against em at 1000 NFE 1.25 / 1.40: 10 % short on plain sliced W2 and",
+        "1.9× on the mode-resolved distance (`ei1`: 1.58 / 1.93); at 50 NFE `ei` matches the",
+        "1000-step reference on the mode-resolved distance (1.40 vs 1.40). At ≤ 10 NFE every",
+        "deterministic sampler, and EM, diverges on the k ≥ 2 models — network error is",
+        "amplified by the large gains of the noisy blocks near t_min — while the splitting",
+        "samplers stay finite but poor; for VP, `ei` at 10 NFE is already at 1.72 / 2.87.",
+        "",
+        "<!-- /bench:fast-sampling -->",
+    ]
+    return "\n".join(lines)
+
+
+def write_block(path: Path, block: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    pattern = re.compile(r"<!-- bench:fast-sampling -->.*?<!-- /bench:fast-sampling -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*")
+    parser.add_argument("--num", type=int, default=5000)
+    parser.add_argument("--render-only", type=Path)
+    parser.add_argument("--json", type=Path, default=Path("runs/fast_sampling.json"))
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.render_only:
+        rows = json.loads(args.render_only.read_text())
+    else:
+        rows = measure(args.runs, args.num)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows))
+    write_block(args.out, render(rows))
+
+
+if __name__ == "__main__":
+    main()
