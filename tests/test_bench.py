@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from phasediff.cli import app
@@ -16,6 +17,15 @@ from phasediff.evaluation import bench as B
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    """run_suite(threads=1) sets torch's global thread count (one thread: tiny networks, and
+    no OpenMP oversubscription on a loaded machine); give the other test files theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def _run_toy(tmp: Path, **kw):
@@ -32,7 +42,7 @@ def _run_toy(tmp: Path, **kw):
         dopri_tol=1e-3,
         docs=tmp / "docs" / "benchmarks.md",
         img_dir=tmp / "docs" / "img",
-        threads=0,
+        threads=1,
         progress=False,
     )
     args.update(kw)
@@ -178,7 +188,7 @@ def test_digits_suite_reports_the_digits_fd_ratio(tmp_path: Path, monkeypatch) -
         num=150,
         docs=tmp_path / "b.md",
         img_dir=tmp_path / "img",
-        threads=0,
+        threads=1,
         progress=False,
     )
     (cell,) = res["cells"]

@@ -356,7 +356,8 @@ def test_get_data_errors() -> None:
         D.get_data("foo")
     assert str(e.value) == (
         "unknown dataset 'foo'; valid datasets are: "
-        "8gaussians, checkerboard, digits, gmm1d, moons, multi_swiss_roll, swiss_roll."
+        "8gaussians, checkerboard, cifar10, digits, folder, gmm1d, mnist, moons, "
+        "multi_swiss_roll, swiss_roll."
     )
     for bad in (0, -1, 1.5, False):
         with pytest.raises(
