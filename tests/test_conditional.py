@@ -263,7 +263,7 @@ def test_train_classifier_learns_digits_from_noisy_states(tiny_run: Path, tmp_pa
     logits = clf(torch.zeros(3, 3, 1, 8, 8), torch.full((3,), 0.5))
     assert logits.shape == (3, 10)
     # another process, corrupt weights, missing directory: one sentence each
-    with pytest.raises(ValueError, match="was trained for another process"):
+    with pytest.raises(ValueError, match="was trained for process 'hold', not 'cld'"):
         load_classifier(tmp_path / "clf", get_process("cld"))
     with pytest.raises(ValueError, match="holds no classifier.json"):
         load_classifier(tmp_path / "nothing")

@@ -271,11 +271,19 @@ def load_classifier(
             f"{META_FILE}; the file is corrupt."
         )
     if process is not None:
-        difference = process_mismatch(meta.get("process", {}), process.describe())
+        saved = meta.get("process", {})
+        difference = process_mismatch(saved, process.describe())
         if difference:
+            name = saved.get("name") if isinstance(saved, dict) else None
+            detail = difference.replace("the checkpoint", "the classifier")
+            which = (
+                f"process {name!r}, not {process.name!r}"
+                if name and name != process.name
+                else f"other {process.name!r} matrices ({detail})"
+            )
             raise ValueError(
-                f"the classifier in {str(folder)!r} was trained for another process "
-                f"({difference}); train one for this run with phasediff train-classifier RUN."
+                f"the classifier in {str(folder)!r} was trained for {which}; train one for "
+                f"this run with phasediff train-classifier RUN."
             )
     try:
         arch = meta["architecture"]
