@@ -4,10 +4,14 @@ from phasediff.objectives.hamiltonian import (
     HAMILTONIAN_SCORE_MATCHING,
     VELOCITY,
     VELOCITY_OBJECTIVES,
+    X0_PREDICTION,
+    VelocityFromDenoiser,
+    denoiser_coefficients,
     hgf_velocity,
     is_velocity_model,
     optimal_velocity_gaussian,
     optimal_velocity_mixture,
+    predicts_x0,
 )
 from phasediff.objectives.score_matching import (
     OBJECTIVES,
@@ -31,7 +35,10 @@ __all__ = [
     "VELOCITY",
     "VELOCITY_OBJECTIVES",
     "WEIGHTINGS",
+    "X0_PREDICTION",
+    "VelocityFromDenoiser",
     "block_coordinate_score_matching",
+    "denoiser_coefficients",
     "denoising_score_matching",
     "get_objective",
     "hgf_velocity",
@@ -40,6 +47,7 @@ __all__ = [
     "optimal_velocity_gaussian",
     "optimal_velocity_mixture",
     "parameterization_of",
+    "predicts_x0",
     "sample_times",
     "score_from_output",
 ]

@@ -39,6 +39,10 @@ VELOCITY = "velocity"
 """The `parameterization` label of a position-only velocity model V(x, t) (k = 1 input block,
 one output block)."""
 
+X0_PREDICTION = "x0"
+"""`model.parameterization` of a velocity model whose network predicts x̂₀ = E[x₀ | x_t]
+(`VelocityFromDenoiser`); the model itself still declares parameterization "velocity"."""
+
 VELOCITY_OBJECTIVES = ("velocity",)
 """Objectives that train a position-only velocity model instead of a score model."""
 
@@ -63,6 +67,82 @@ def velocity_coefficients(process: LinearProcess, t: torch.Tensor) -> torch.Tens
     """a(t) = β(t) A[0, :] (batch, k), float64: ẋ_t = a(t)·z_t."""
     t = torch.as_tensor(t, dtype=torch.float64)
     return process.beta(t)[..., None] * process.A[0].to(t.device)
+
+
+def denoiser_coefficients(
+    process: LinearProcess, t: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c₁, c₂), float64 of t's shape, with u_t(x) = c₁ x + c₂ x̂₀(x) for x̂₀ = E[x₀ | x_t = x].
+
+    Given x₀, (x_t, ẋ_t) is Gaussian with E[ẋ_t | x₀] = (a·e) x₀ and regression slope
+    c₁ = (Σ_t a)₀ / (Σ_t)₀₀ = σ̇/σ (σ² = (Σ_t)₀₀), so by the tower property
+    u_t(x) = (a·e) x̂₀ + c₁ (x − e₀ x̂₀): c₂ = a·e − c₁e₀ = σ dρ/dt with ρ = e₀/σ (docs/hgf.md §2).
+    """
+    t = process.check_time(t)
+    E, sigma = process.kernel(t)
+    e = E[..., :, 0]
+    a = velocity_coefficients(process, t)
+    c1 = (sigma @ a[..., :, None])[..., 0, 0] / sigma[..., 0, 0]
+    c2 = (a * e).sum(-1) - c1 * e[..., 0]
+    return c1, c2
+
+
+class VelocityFromDenoiser(torch.nn.Module):
+    """A velocity model whose network predicts x̂₀ = E[x₀ | x_t] (model.parameterization "x0").
+
+    ``forward(x, t)`` returns V = c₁(t) x + c₂(t) x̂₀ (`denoiser_coefficients`), the same field
+    as a network regressing the velocity directly, so every hgf sampler works unchanged;
+    ``denoise(x, t)`` returns x̂₀ itself (used by the loss and by `hgf_ei`). The optimal field
+    of an isotropic toy under the Oscillation HGF with data_std = RMS has no linear part, and a
+    velocity-output MLP stalls at V ≡ 0 there; x̂₀ ≈ cos(αt)·x has a large linear part and
+    trains (docs/hgf.md §2).
+    """
+
+    parameterization = VELOCITY
+    prediction = X0_PREDICTION
+
+    def __init__(self, net: torch.nn.Module, process: LinearProcess) -> None:
+        super().__init__()
+        check_velocity_process(process)
+        self.net = net
+        self.process = process
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x̂₀(x, t), shaped like x: (B, 1, *data_shape)."""
+        return self.net(x, t)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        c1, c2 = denoiser_coefficients(self.process, t.detach().to("cpu", torch.float64))
+        view = (-1,) + (1,) * (x.ndim - 1)
+        c1 = c1.to(device=x.device, dtype=x.dtype).reshape(view)
+        c2 = c2.to(device=x.device, dtype=x.dtype).reshape(view)
+        return c1 * x + c2 * self.net(x, t)
+
+
+X0_MIN_SNR = 5.0
+"""γ of the min-SNR weighting min(e₀²/σ², γ) of the x̂₀ regression (Hang et al. 2023)."""
+
+
+def _x0_regression(
+    model, process: LinearProcess, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(√w x̂₀, √w x₀) for the x̂₀ loss with weight w = min(SNR, γ), SNR = e₀²/σ².
+
+    x̂₀ is recovered from the model's velocity output as (V − c₁x)/c₂ — exact, and it keeps the
+    loss on the plain model call (the trainer wraps models for DDP and autocast)."""
+    tt = t.detach().to("cpu", torch.float64)
+    c1, c2 = denoiser_coefficients(process, tt)
+    E, Sigma = process.kernel(tt)
+    weight = (E[:, 0, 0] ** 2 / Sigma[:, 0, 0]).clamp(max=X0_MIN_SNR).sqrt()
+    view = (-1,) + (1,) * (x_t.ndim - 1)
+    c1, c2, weight = (c.to(x0).reshape(view) for c in (c1, c2, weight))
+    v = model(x_t, t.to(x0.dtype))
+    return weight * (v - c1 * x_t) / c2, weight * x0.reshape(x_t.shape)
+
+
+def predicts_x0(model) -> bool:
+    """True for a velocity model built on an x̂₀ network (`VelocityFromDenoiser`)."""
+    return is_velocity_model(model) and getattr(model, "prediction", None) == X0_PREDICTION
 
 
 def _symmetric_factor(sigma: torch.Tensor) -> torch.Tensor:
@@ -126,7 +206,10 @@ def hgf_velocity(
 
     `model(x_t, t)` sees the position block only ((B, 1, *data) in, (B, 1, *data) out) and
     must declare parameterization "velocity". The loss is a plain MSE: `weighting` exists for
-    the common objective signature and must stay at its default "eps".
+    the common objective signature and must stay at its default "eps". For an x̂₀-predicting
+    model (`VelocityFromDenoiser`) the regression is E[min(SNR_t, 5)·‖x̂₀(x_t, t) − x₀‖²]
+    (SNR = e₀²/σ², min-SNR weighting), whose minimiser E[x₀ | x_t] gives the same optimal field
+    (1) through `denoiser_coefficients` (docs/hgf.md §2).
     """
     if weighting != "eps":
         raise ValueError(
@@ -145,7 +228,10 @@ def hgf_velocity(
     x_t, target = velocity_pair(process, x0, t, generator)
     t = process.check_time(t).to(x0.device)
     t = t.expand(B) if t.ndim == 0 else t
-    out = model(x_t, t.to(x0.dtype))
+    if predicts_x0(model):
+        out, target = _x0_regression(model, process, x_t, x0, t)
+    else:
+        out = model(x_t, t.to(x0.dtype))
     if tuple(out.shape) != tuple(x_t.shape):
         raise ValueError(
             f"velocity model output must have shape {tuple(x_t.shape)} (batch, 1, *data_shape), "

@@ -9,7 +9,7 @@ from functools import partial, update_wrapper
 
 from phasediff.samplers.base import GRIDS, CountingModel, Samples, time_grid
 from phasediff.samplers.exponential import exponential_integrator, optimal_grid
-from phasediff.samplers.hamiltonian import hgf_dopri5, hgf_euler, hgf_heun
+from phasediff.samplers.hamiltonian import hgf_dopri5, hgf_ei, hgf_euler, hgf_heun
 from phasediff.samplers.langevin import annealed_langevin, mild, noise_levels, ve_score_adapter
 from phasediff.samplers.ode import ode_dopri5, ode_euler, ode_heun
 from phasediff.samplers.predictor_corrector import predictor_corrector
@@ -17,9 +17,12 @@ from phasediff.samplers.sde import euler_maruyama
 from phasediff.samplers.splitting import lie_trotter, strang
 
 
-def _with_order(order: int):
-    fn = update_wrapper(partial(exponential_integrator, order=order), exponential_integrator)
-    fn.__doc__ = f"The exponential integrator with order={order} (see `exponential_integrator`)."
+def _with_order(order: int, corrector: bool = False):
+    fn = update_wrapper(
+        partial(exponential_integrator, order=order, corrector=corrector), exponential_integrator
+    )
+    what = f"order={order}" + (", corrector=True" if corrector else "")
+    fn.__doc__ = f"The exponential integrator with {what} (see `exponential_integrator`)."
     return fn
 
 
@@ -34,9 +37,12 @@ SAMPLERS = {
     "ei": exponential_integrator,
     "ei1": _with_order(1),
     "ei3": _with_order(3),
+    "eic": _with_order(2, corrector=True),  # + implicit corrector, no extra NFE
+    "ei1c": _with_order(1, corrector=True),
     "hgf_euler": hgf_euler,  # velocity models (HGF, flow matching): docs/hgf.md
     "hgf_heun": hgf_heun,
     "hgf_dopri5": hgf_dopri5,
+    "hgf_ei": hgf_ei,
 }
 
 
@@ -59,6 +65,7 @@ __all__ = [
     "predictor_corrector",
     "get_sampler",
     "hgf_dopri5",
+    "hgf_ei",
     "hgf_euler",
     "hgf_heun",
     "lie_trotter",

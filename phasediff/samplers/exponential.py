@@ -35,8 +35,10 @@ from collections.abc import Callable
 
 import torch
 
+from phasediff.objectives.hamiltonian import is_velocity_model
 from phasediff.processes import LinearProcess, apply_blocks
 from phasediff.samplers.base import CountingModel, Samples, check_shape, score_factors, time_grid
+from phasediff.samplers.hamiltonian import hgf_ei
 
 RK4_PER_LOG_UNIT = 16  # RK4 steps per unit of log τ (tests/test_fast_sampling.py: converged)
 
@@ -147,12 +149,16 @@ def exponential_coefficients(
     eta: float = 0.0,
     substeps: int | None = None,
     sigma_data: float = 0.0,
+    corrector: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Per-grid step matrices in float64 (see the module docstring):
 
     Psi (S, k, k); Y (S, order, k) — Y[i, j] multiplies x̂₀ from step i−j (zero where the
     warm-up uses a lower order); R (S, k, k) with RRᵀ = N_i (zero for η = 0); and for the x̂₀
     read-out at each grid time t_i: a (S, k) and c (S, m) with x̂₀ = aᵀz + cᵀs_n.
+
+    corrector=True gives the implicit (Adams–Moulton) step instead: Y (S, order + 1, k) with
+    Y[i, 0] multiplying δ at the step's *end* t_{i+1} and Y[i, j] δ from step i + 1 − j.
     """
     _check(order, eta)
     lam = float(eta) ** 2
@@ -167,10 +173,12 @@ def exponential_coefficients(
     log_b = b.log()
     dlog = log_b[1:] - log_b[:-1]  # d log τ / ds per step (negative)
     # Lagrange basis ℓ_j(log τ) on the previous `order` grid points (warm-up: fewer).
+    shift = 1 if corrector else 0  # the corrector's newest node is the step's end
+    width = order + shift
     nodes = torch.stack(
-        [log_b[torch.clamp(torch.arange(steps) - j, min=0)] for j in range(order)], dim=1
+        [log_b[torch.clamp(torch.arange(steps) + shift - j, min=0)] for j in range(width)], dim=1
     )
-    p_eff = torch.clamp(torch.arange(steps) + 1, max=order)
+    p_eff = torch.clamp(torch.arange(steps) + 1 + shift, max=width)
     p_eff[-1] = 1  # last step: x̂₀ is nearly constant there, and extrapolating over its long
     # log-stretch from the short previous step is unstable (cf. DPM-Solver++'s final step)
     if substeps is None:  # RK4 steps per unit of log τ, bucketed to powers of two per step
@@ -181,12 +189,12 @@ def exponential_coefficients(
     else:
         counts = torch.full((steps,), int(substeps), dtype=torch.long)
     Psi = torch.empty(steps, k, k, dtype=torch.float64)
-    Y = torch.zeros(steps, order, k, dtype=torch.float64)
+    Y = torch.zeros(steps, width, k, dtype=torch.float64)
     N = torch.empty(steps, k, k, dtype=torch.float64)
     for count in counts.unique().tolist():
         rows = (counts == count).nonzero()[:, 0]
         Psi[rows], Y[rows], N[rows] = _rk4(
-            process, log_b, dlog, nodes, p_eff, rows, int(count), order, lam, sigma_data
+            process, log_b, dlog, nodes, p_eff, rows, int(count), width, lam, sigma_data
         )
     R = torch.zeros_like(N)
     if lam > 0:
@@ -214,7 +222,8 @@ def exponential_integrator(
     denoise: bool = True,
     order: int = 2,
     eta: float = 0.0,
-    sigma_data: float = 1.0,
+    sigma_data: float | None = None,
+    corrector: bool = False,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -229,10 +238,42 @@ def exponential_integrator(
     `eta` = 0 integrates the PF-ODE; η > 0 follows the reverse-time family with λ = η²
     (η = 1: the reverse SDE) with exact Gaussian noise per step; `denoise` drops the last
     step's noise. The default grid "optimal" equidistributes the local error for the
-    reference data (`optimal_grid`)."""
+    reference data (`optimal_grid`).
+
+    ``corrector=True`` adds an implicit (Adams–Moulton-type) correction without extra network
+    calls, as UniPC's corrector: the call at t_{i+1}, made for the next step anyway, yields
+    δ_{i+1}, and z_{i+1} is recomputed from z_i with the polynomial through δ_{i+1}, δ_i, …
+    (order + 1 nodes, interpolation instead of extrapolation) before the next step starts. The
+    network output is the one at the predicted z_{i+1}. The last step is not corrected (no
+    call at t_min). Samplers `eic` (order 2) and `ei1c` (order 1) (docs/samplers.md).
+
+    A position-only velocity model (HGF, flow matching) is handed to `hgf_ei`, the same
+    integrator for the position ODE (docs/hgf.md §6); its flow is deterministic, so η must
+    be 0, the grid "optimal" (which needs noisy blocks) becomes "quadratic" and σ_data defaults
+    to 0 (DPM-Solver++) there; score models default to σ_data = 1."""
     _check(order, eta)
+    if is_velocity_model(model):
+        if eta:
+            raise ValueError(
+                f"a velocity model defines a deterministic flow; eta must be 0, got {eta!r}."
+            )
+        return hgf_ei(
+            model,
+            process,
+            shape,
+            steps,
+            grid="quadratic" if grid == "optimal" else grid,
+            order=order,
+            sigma_data=0.0 if sigma_data is None else sigma_data,
+            generator=generator,
+            callback=callback,
+            return_trajectory=return_trajectory,
+            device=device,
+            dtype=dtype,
+        )
     shape = check_shape(shape)
     counted = CountingModel(model)
+    sigma_data = 1.0 if sigma_data is None else sigma_data
     if isinstance(sigma_data, bool) or not isinstance(sigma_data, int | float):
         raise ValueError(f"sigma_data must be a number ≥ 0, got {sigma_data!r}.")
     if not (math.isfinite(sigma_data) and sigma_data >= 0):
@@ -248,6 +289,15 @@ def exponential_integrator(
     )
     cast = {"device": device, "dtype": dtype}
     Psi, Y, R = (coef[name].to(**cast) for name in ("Psi", "Y", "R"))
+    Yc = None
+    if corrector:
+        Yc = _cached(
+            ("corr", times.numpy().tobytes(), order, float(eta), float(sigma_data)),
+            process,
+            lambda: exponential_coefficients(
+                process, times, order, eta, sigma_data=sigma_data, corrector=True
+            )["Y"],
+        ).to(**cast)
     a, c = coef["a"][:, None, :].to(**cast), coef["c"][:, None, :].to(**cast)
     if counted.parameterization == "eps":  # s_n = −U ε, so cᵀs_n = −(Uᵀc)ᵀ ε
         U = score_factors(process, times[:-1])
@@ -257,17 +307,23 @@ def exponential_integrator(
     trajectory = [z.clone()] if return_trajectory else []
     history: list[torch.Tensor] = []  # x̂₀ at steps i, i−1, … (newest first)
     t_all = times.tolist()
+    base = z  # Ψ z + noise of the step that produced z (for the corrector)
     for i in range(steps):
         tt = torch.full((z.shape[0],), t_all[i], dtype=z.dtype, device=z.device)
         out = counted(z, tt)
         history.insert(0, apply_blocks(a[i], z) + apply_blocks(c[i], out))
+        if Yc is not None and i > 0:  # implicit step i−1 → i with δ at t_i from this call
+            z = base
+            for j, x0 in enumerate(history[: order + 1]):
+                z = z + apply_blocks(Yc[i - 1, j, :, None], x0)
         del history[order:]
         z_next = apply_blocks(Psi[i], z)
-        for j, x0 in enumerate(history):
-            z_next = z_next + apply_blocks(Y[i, j, :, None], x0)
         if stochastic and not (denoise and i == steps - 1):
             xi = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
             z_next = z_next + apply_blocks(R[i], xi)
+        base = z_next
+        for j, x0 in enumerate(history):
+            z_next = z_next + apply_blocks(Y[i, j, :, None], x0)
         z = z_next
         if return_trajectory:
             trajectory.append(z.clone())

@@ -68,7 +68,11 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     kind: Literal["mlp", "unet"] = "mlp"
-    parameterization: Literal["eps", "score"] = "eps"
+    parameterization: Literal["eps", "score", "x0"] = Field(
+        "eps",
+        description="score models: eps | score; velocity models (objective 'velocity'): "
+        "x0 makes the network predict x̂₀ = E[x₀ | x_t] (docs/hgf.md)",
+    )
     hidden: int = Field(128, ge=1)
     depth: int = Field(4, ge=1)
     time_dim: int = Field(64, ge=2)

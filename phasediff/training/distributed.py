@@ -202,6 +202,7 @@ class Execution:
         dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
         kind = getattr(model, "parameterization", "eps")
         self.model = ShardedModel(network, kind, ctx, dtype, device.type)
+        self.model.prediction = getattr(model, "prediction", None)  # x̂₀ velocity models
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
 
     def loss(self, objective, process, x0: torch.Tensor, generator, weighting: str):

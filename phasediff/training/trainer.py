@@ -25,6 +25,8 @@ from phasediff.objectives.hamiltonian import (
     HAMILTONIAN_SCORE_MATCHING,
     VELOCITY,
     VELOCITY_OBJECTIVES,
+    X0_PREDICTION,
+    VelocityFromDenoiser,
     check_velocity_process,
     is_velocity_model,
 )
@@ -94,7 +96,15 @@ def build_model(config: Config, process: LinearProcess, data: DataSource) -> tor
             f"process '{process.name}' has no noisy blocks; score models cannot be trained on it "
             f"(train a velocity model with objective.name = 'velocity')."
         )
+    x0 = config.model.parameterization == X0_PREDICTION
+    if x0 and not velocity:
+        raise ValueError(
+            "model.parameterization 'x0' is for velocity models (objective.name = 'velocity'); "
+            "score models use 'eps' or 'score'."
+        )
     net = _build_network(config, process, data, k_in, n_out)
+    if x0:
+        return VelocityFromDenoiser(net, process)
     if velocity:
         net.parameterization = VELOCITY
     return net
@@ -117,6 +127,7 @@ def _build_network(
     config: Config, process: LinearProcess, data: DataSource, k_in: int, n_out: int
 ) -> torch.nn.Module:
     mc = config.model
+    label = "eps" if mc.parameterization == X0_PREDICTION else mc.parameterization
     if mc.kind == "mlp":
         if len(data.data_shape) != 1:
             raise ValueError(
@@ -131,7 +142,7 @@ def _build_network(
             depth=mc.depth,
             time_dim=mc.time_dim,
             t_scale=process.T,
-            parameterization=mc.parameterization,
+            parameterization=label,
         )
     if len(data.data_shape) != 3:
         raise ValueError(
@@ -148,7 +159,7 @@ def _build_network(
         time_dim=mc.time_dim,
         dropout=mc.dropout,
         t_scale=process.T,
-        parameterization=mc.parameterization,
+        parameterization=label,
     )
 
 
