@@ -74,8 +74,10 @@ SCORE_SAMPLERS = (
     "ei",
     "ei1",
     "ei3",
+    "eic",
+    "ei1c",
 )
-VELOCITY_SAMPLERS = ("hgf_euler", "hgf_heun", "hgf_dopri5")
+VELOCITY_SAMPLERS = ("hgf_euler", "hgf_heun", "hgf_dopri5", "hgf_ei")
 ADAPTIVE_SAMPLERS = ("dopri5", "hgf_dopri5")
 TWO_NFE_PER_STEP = ("heun", "hgf_heun", "pc")  # Heun with a final Euler step; EM + 1 corrector
 DEFAULT_NUM = {"toy": 5000, "digits": 1200}
@@ -971,8 +973,8 @@ def _render_grid(results: dict[str, Any], image: str) -> str:
         "Cells: ratio (measured NFE). Fixed-step samplers get steps = NFE (heun, hgf_heun and "
         "pc: ⌊(NFE+1)/2⌋ steps = NFE − 1 calls for even NFE); dopri5 / hgf_dopri5 are adaptive "
         f"(rtol = atol = {_fmt_tol(settings['dopri_tol'])}) and appear once with the NFE they "
-        "used. Each sampler uses its default time grid (`ei*`: `optimal`, others: `uniform`) and "
-        "its final denoising step.",
+        "used. Each sampler uses its default time grid (`ei*`: `optimal`, `hgf_ei`: "
+        "`quadratic`, others: `uniform`) and its final denoising step.",
         "",
     ]
     primary, primary_label = metrics[0]

@@ -204,8 +204,9 @@ def hgf_dopri5(
     def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return counted(x, min(max(float(t), lo), hi))  # the solver may probe past the ends
 
+    out_times = times if return_trajectory else times[[0, -1]]  # as ode_dopri5
     out = odeint(
-        rhs, x, times.to(dtype=dtype, device=x.device), rtol=rtol, atol=atol, method="dopri5"
+        rhs, x, out_times.to(dtype=dtype, device=x.device), rtol=rtol, atol=atol, method="dopri5"
     )
     x = out[-1]
     if callback is not None:
