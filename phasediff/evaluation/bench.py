@@ -736,8 +736,9 @@ def _json_safe(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, Any]]:
-    """Time outside the network ÷ time inside it for every score sampler on the digits U-Net
-    (untrained, zero-init head perturbed by 1e-3 noise), HOLD (pc: VP, which it needs), a
+    """Time outside the network ÷ time inside it for every sampler on the digits U-Net
+    (untrained, zero-init head perturbed by 1e-3 noise), HOLD (pc: VP, which it needs; hgf_*:
+    a position-only U-Net on the Oscillation HGF), a
     batch of ``batch`` 8×8 images and ``steps`` steps (dopri5: rtol = atol = 1e-3, its own
     steps). Each sampler runs twice: the first (cold) call includes one-off per-grid
     precomputation (cached by ``ei``); the overhead is the warm call's."""
@@ -746,11 +747,10 @@ def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, A
     from phasediff.samplers import SAMPLERS
 
     class Timed(torch.nn.Module):
-        parameterization = "eps"
-
-        def __init__(self, net: torch.nn.Module) -> None:
+        def __init__(self, net: torch.nn.Module, parameterization: str) -> None:
             super().__init__()
             self.net, self.inside = net, 0.0
+            self.parameterization = parameterization
 
         def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             t0 = time.perf_counter()
@@ -761,21 +761,21 @@ def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, A
     rows = []
     nets: dict[str, torch.nn.Module] = {}
     for name, fn in SAMPLERS.items():
-        if name.startswith("hgf_"):
-            continue  # velocity models (docs/hgf.md), not score models
-        process = P.vp() if name == "pc" else P.hold()  # pc needs every block noisy
-        if process.name not in nets:
+        velocity = name.startswith("hgf_")  # position-only velocity models (docs/hgf.md)
+        process = P.ohgf() if velocity else P.vp() if name == "pc" else P.hold()
+        if process.name not in nets:  # pc needs every block noisy; hgf_* an HGF
             torch.manual_seed(0)
-            net = UNet(process.k, 1, len(process.noisy_blocks)).eval()
+            k_in, n_out = (1, 1) if velocity else (process.k, len(process.noisy_blocks))
+            net = UNet(k_in, 1, n_out).eval()
             with torch.no_grad():
                 for p in net.parameters():
                     p.add_(1e-3 * torch.randn_like(p))
             nets[process.name] = net
         net = nets[process.name]
-        kwargs = {"rtol": 1e-3, "atol": 1e-3} if name == "dopri5" else {}
+        kwargs = {"rtol": 1e-3, "atol": 1e-3} if name in ADAPTIVE_SAMPLERS else {}
         timings = []
         for _ in range(2):
-            model = Timed(net)
+            model = Timed(net, "velocity" if velocity else "eps")
             gen = torch.Generator().manual_seed(0)
             t0 = time.perf_counter()
             out = fn(model, process, (batch, 1, 8, 8), steps, generator=gen, **kwargs)
@@ -1102,7 +1102,8 @@ def _render_overhead(results: dict[str, Any], image: str) -> str:
             *_header(results),
             "",
             "Wall time of the whole sampler call against the time spent inside the network "
-            "(HOLD; pc on VP). The cold call includes one-off per-grid work (cached by `ei`).",
+            "(HOLD; pc on VP; hgf_* on the Oscillation HGF). The cold call includes one-off "
+            "per-grid work (cached by `ei`).",
             "",
             *format_overhead_table(results["rows"]),
             "",
