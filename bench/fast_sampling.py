@@ -3,8 +3,8 @@
     python bench/fast_sampling.py runs/toy_hold runs/toy_cld runs/toy_vp [--num 5000]
     python bench/fast_sampling.py --render-only bench/results/fast_sampling.json
 
-Each run is sampled with em, lie_trotter, strang, heun, ei, ei1, eic and ei1c at 5 / 10 / 20 / 50 NFE
-(heun: 2 NFE per step, the measured NFE is reported) and with em at 1000 steps as the
+Each run is sampled with em, lie_trotter, strang, heun, ei, ei1, eic and ei1c at 5 / 10 / 20 /
+50 NFE (heun: 2 NFE per step, the measured NFE is reported) and with em at 1000 steps as the
 reference; every number is a ratio to the noise floor (the same distance between two fresh
 data sets of the same size; `phasediff.evaluation.evaluate_toy`): plain sliced W2 and the
 mode-resolved sliced W2 of the multi-Swiss-roll. One seed (0), 1 torch thread. The table is

@@ -34,7 +34,7 @@ import torch
 
 from phasediff.processes import LinearProcess
 from phasediff.samplers.base import CountingModel
-from phasediff.samplers.ode import _Velocity
+from phasediff.samplers.ode import ProbabilityFlowField
 
 __all__ = [
     "DIVERGENCES",
@@ -214,7 +214,7 @@ def ode_log_density(
     device = z.device
     z = z.detach().to(dtype)
     counted = CountingModel(model)
-    velocity = _Velocity(counted, process, device, dtype)
+    velocity = ProbabilityFlowField(counted, process, device, dtype)
     probe = None
     if method == "hutchinson":
         bits = torch.randint(0, 2, z.shape, generator=generator, dtype=torch.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -112,3 +113,32 @@ def check_shape(shape) -> tuple[int, ...]:
 def score_to_drift_matrix(process: LinearProcess) -> torch.Tensor:
     """D[:, noisy] (k × m): the block map from the noisy-block score to D∇log p."""
     return process.D[:, list(process.noisy_blocks)]
+
+
+def euler_heun_loop(
+    velocity: Callable[[int, torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    times: torch.Tensor,
+    method: str,
+    callback: Callable[[dict], None] | None,
+    return_trajectory: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Fixed-step Euler or Heun (EDM's Algorithm 1: Euler on the last step) for
+    dz/dt = velocity(i, z), evaluated at grid time times[i]; integrates from times[0]
+    to times[-1]. Shared by the PF-ODE and the HGF samplers. Returns (z_end, trajectory)."""
+    t_all = times.tolist()
+    steps = len(t_all) - 1
+    trajectory = [z.clone()] if return_trajectory else []
+    for i in range(steps):
+        h = t_all[i + 1] - t_all[i]  # negative: integrating backwards
+        d = velocity(i, z)
+        if method == "heun" and i < steps - 1:
+            d2 = velocity(i + 1, z + h * d)
+            z = z + 0.5 * h * (d + d2)
+        else:
+            z = z + h * d
+        if return_trajectory:
+            trajectory.append(z.clone())
+        if callback is not None:
+            callback({"i": i, "t": t_all[i + 1], "z": z})
+    return z, trajectory

@@ -26,7 +26,7 @@ from phasediff.objectives.hamiltonian import (
     predicts_x0,
 )
 from phasediff.processes import LinearProcess
-from phasediff.samplers.base import Samples, check_shape, time_grid
+from phasediff.samplers.base import Samples, check_shape, euler_heun_loop, time_grid
 
 
 class _CountingVelocity:
@@ -94,20 +94,10 @@ def _fixed_step(
     dtype,
 ) -> Samples:
     counted, times, x = _setup(model, process, shape, steps, grid, generator, device, dtype)
-    trajectory = [x.clone()] if return_trajectory else []
-    for i in range(steps):
-        t, t_next = float(times[i]), float(times[i + 1])
-        h = t_next - t  # negative: backwards in time
-        d = counted(x, t)
-        if method == "heun" and i < steps - 1:  # Euler on the last step, as EDM
-            d2 = counted(x + h * d, t_next)
-            x = x + 0.5 * h * (d + d2)
-        else:
-            x = x + h * d
-        if return_trajectory:
-            trajectory.append(x.clone())
-        if callback is not None:
-            callback({"i": i, "t": t_next, "z": x})
+    t_all = times.tolist()
+    x, trajectory = euler_heun_loop(
+        lambda i, x: counted(x, t_all[i]), x, times, method, callback, return_trajectory
+    )
     return Samples(x=x[:, 0], z=x, nfe=counted.nfe, times=times, trajectory=trajectory)
 
 

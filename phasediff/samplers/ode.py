@@ -12,6 +12,7 @@ from phasediff.samplers.base import (
     CountingModel,
     Samples,
     check_shape,
+    euler_heun_loop,
     noisy_score,
     score_factors,
     score_to_drift_matrix,
@@ -19,8 +20,9 @@ from phasediff.samplers.base import (
 )
 
 
-class _Velocity:
-    """The PF-ODE right-hand side for a counted model; U(t) computed per call (k×k)."""
+class ProbabilityFlowField:
+    """The PF-ODE right-hand side β[Az − hD∇log p] for a counted model (public: the
+    likelihood evaluation integrates the same field); U(t) is computed per call unless given."""
 
     def __init__(self, model: CountingModel, process: LinearProcess, device, dtype) -> None:
         self.model, self.p = model, process
@@ -62,24 +64,14 @@ def _run(
     counted = CountingModel(model)
     times = time_grid(process, steps, grid)
     U = score_factors(process, times) if process.noisy_blocks else None
-    f = _Velocity(counted, process, device, dtype)
+    f = ProbabilityFlowField(counted, process, device, dtype)
     z = process.prior_sample(shape, generator=generator, device=device, dtype=dtype)
-    trajectory = [z.clone()] if return_trajectory else []
-    for i in range(steps):
-        t, t_next = float(times[i]), float(times[i + 1])
-        h = t_next - t  # negative: integrating backwards
-        u0 = None if U is None else U[i]
-        d = f(t, z, u0)
-        if method == "heun" and i < steps - 1:  # EDM: Euler on the last step
-            z_pred = z + h * d
-            d2 = f(t_next, z_pred, None if U is None else U[i + 1])
-            z = z + 0.5 * h * (d + d2)
-        else:
-            z = z + h * d
-        if return_trajectory:
-            trajectory.append(z.clone())
-        if callback is not None:
-            callback({"i": i, "t": t_next, "z": z})
+    t_all = times.tolist()
+
+    def field(i: int, z: torch.Tensor) -> torch.Tensor:
+        return f(t_all[i], z, None if U is None else U[i])
+
+    z, trajectory = euler_heun_loop(field, z, times, method, callback, return_trajectory)
     return Samples(x=z[:, 0], z=z, nfe=counted.nfe, times=times, trajectory=trajectory)
 
 
@@ -173,7 +165,7 @@ def ode_dopri5(
     shape = check_shape(shape)
     counted = CountingModel(model)
     times = time_grid(process, steps, grid)
-    f = _Velocity(counted, process, device, dtype)
+    f = ProbabilityFlowField(counted, process, device, dtype)
     z0 = process.prior_sample(shape, generator=generator, device=device, dtype=dtype)
     # output times only matter for the trajectory: the solver's steps do not depend on them,
     # but every output time costs a dense-output interpolation (≈ 0.5 ms per call measured)
