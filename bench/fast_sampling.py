@@ -25,33 +25,90 @@ NFES = (5, 10, 20, 50)
 
 
 def measure(runs: list[str], num: int) -> list[list]:
-    from phasediff.data import MULTI_SWISS_ROLL_CENTERS
-    from phasediff.evaluation import evaluate_toy
+    """Rows [run, sampler, nfe, metric 1, metric 2]: toys — plain and mode-resolved sliced-W2
+    ratios; digits — the digits Fréchet distance ratio and None."""
     from phasediff.samplers import SAMPLERS
     from phasediff.training import load_trained
 
     rows = []
     for run in runs:
         model, process, _, data = load_trained(run)
+        if data.kind == "image":  # digits: Fréchet distance in the digits classifier's features
+            from phasediff.data.digits import N_TEST
+            from phasediff.evaluation.fid import digits_features, fd_with_floor
 
-        def score(x: torch.Tensor) -> tuple[float, float]:
-            m = evaluate_toy(
-                x,
-                lambda n, seed: data.held_out(n, seed=seed),  # noqa: B023
-                n=num,
-                centers=MULTI_SWISS_ROLL_CENTERS,
-                exact_w2_max_n=0,
-            )
-            return m["sliced_w2"]["ratio"], m["mode_sliced_w2"]["ratio"]
+            held = digits_features(data.held_out(N_TEST, seed=1))
+
+            def score(x: torch.Tensor) -> tuple[float, None]:
+                return fd_with_floor(digits_features(x), held)["ratio"], None  # noqa: B023
+
+        else:
+
+            def score(x: torch.Tensor) -> tuple[float, float]:
+                return _toy_score(x, data, num)  # noqa: B023
 
         plan = [(name, nfe) for name in SAMPLER_NAMES for nfe in NFES] + [("em", 1000)]
         for name, nfe in plan:
             steps = (nfe + 1) // 2 if name == "heun" else nfe
             gen = torch.Generator().manual_seed(0)
-            out = SAMPLERS[name](model, process, (num, 2), steps, generator=gen)
+            out = SAMPLERS[name](model, process, (num, *data.data_shape), steps, generator=gen)
             rows.append([run, name, out.nfe, *score(out.x)])
             print(*rows[-1], flush=True)
     return rows
+
+
+def _toy_score(x: torch.Tensor, data, num: int) -> tuple[float, float]:
+    from phasediff.data import MULTI_SWISS_ROLL_CENTERS
+    from phasediff.evaluation import evaluate_toy
+
+    m = evaluate_toy(
+        x,
+        lambda n, seed: data.held_out(n, seed=seed),
+        n=num,
+        centers=MULTI_SWISS_ROLL_CENTERS,
+        exact_w2_max_n=0,
+    )
+    return m["sliced_w2"]["ratio"], m["mode_sliced_w2"]["ratio"]
+
+
+def render_digits(rows: list[list]) -> str:
+    """The `fast-sampling-digits` block: one Fréchet-distance ratio per cell."""
+    lines = [
+        "<!-- bench:fast-sampling-digits -->",
+        "## Quality vs NFE on the trained digits models (`bench/fast_sampling.py`)",
+        "",
+        "`python bench/fast_sampling.py runs/digits_hold runs/digits_vp --num 1000 --json",
+        "bench/results/fast_sampling_digits.json --block fast-sampling-digits` (U-Nets trained",
+        "6000 steps from configs/digits_{hold,vp}.toml, seed 0; 1000 samples, one seed). Each",
+        "cell: digits Fréchet distance / its noise floor (held-out half vs held-out half,",
+        "`fd_with_floor`; ≈ 0.8–0.9 is what real training digits score, docs/benchmarks.md",
+        "digits block). `diverged`: ratio > 1000.",
+        "",
+    ]
+    for run in dict.fromkeys(r[0] for r in rows):
+        sub = [r for r in rows if r[0] == run]
+        ref = next(r for r in sub if r[1] == "em" and r[2] == 1000)
+        lines += [
+            f"**{Path(run).name}** — reference em, 1000 NFE: {fmt(ref[3])}",
+            "",
+            "| sampler | ~5 NFE | ~10 NFE | ~20 NFE | ~50 NFE |",
+            "|---|---|---|---|---|",
+        ]
+        for name in SAMPLER_NAMES:
+            cells = [fmt(r[3]) for r in sub if r[1] == name and r[2] < 1000]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "Findings (one seed; the metric saturates near 0.85): on digits_hold `ei1c` is the only",
+        "sampler usable at 10 NFE (1.37; Strang 5.5, Lie–Trotter 11, every other",
+        "deterministic sampler ≥ 13) and reaches the 1000-step EM reference within 10 % at",
+        "20 NFE (1.01 vs 0.91; `eic` 1.04, Lie–Trotter 1.22, Strang 1.42, `ei` 1.65). PF-ODE",
+        "Heun fails on HOLD at every budget. On digits_vp Heun and `eic` are best at 10 NFE",
+        "(0.91, 0.97). HOLD still trails VP at ≤ 10 NFE.",
+        "",
+        "<!-- /bench:fast-sampling-digits -->",
+    ]
+    return "\n".join(lines)
 
 
 def fmt(v: float) -> str:
@@ -102,9 +159,9 @@ def render(rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_block(path: Path, block: str) -> None:
+def write_block(path: Path, block: str, name: str = "fast-sampling") -> None:
     text = path.read_text() if path.exists() else ""
-    pattern = re.compile(r"<!-- bench:fast-sampling -->.*?<!-- /bench:fast-sampling -->", re.S)
+    pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
     path.write_text(text.rstrip("\n") + "\n")
 
@@ -116,6 +173,12 @@ def main() -> None:
     parser.add_argument("--render-only", type=Path)
     parser.add_argument("--json", type=Path, default=Path("runs/fast_sampling.json"))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument(
+        "--block",
+        default="fast-sampling",
+        choices=("fast-sampling", "fast-sampling-digits"),
+        help="the docs block to write: toy runs or digits runs",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.render_only:
@@ -124,7 +187,8 @@ def main() -> None:
         rows = measure(args.runs, args.num)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows))
-    write_block(args.out, render(rows))
+    text = render_digits(rows) if args.block == "fast-sampling-digits" else render(rows)
+    write_block(args.out, text, args.block)
 
 
 if __name__ == "__main__":
