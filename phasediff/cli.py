@@ -123,9 +123,10 @@ def train_command(
     ] = None,
 ) -> None:
     """Train a score model. Config sections: process (preset, params), data (name, n_train),
-    model (kind mlp|unet, width, parameterization eps|score), objective (name hsm|dsm,
-    weighting eps|score|likelihood|cld) and train (steps, batch_size, lr, warmup, grad_clip,
-    ema_decay, log_every, ckpt_every, keep_last, sample_every, threads, device, tensorboard).
+    model (kind mlp|unet, width, parameterization eps|score, or x0 for velocity models),
+    objective (name hsm|dsm, weighting eps|score|likelihood|cld) and train (steps,
+    batch_size, lr, warmup, grad_clip, ema_decay, log_every, ckpt_every, keep_last,
+    sample_every, threads, device, tensorboard).
     objective.name = velocity trains a velocity model (HGF, flow matching) and
     hamiltonian_score_matching a force field (section hsm); see docs/training.md, docs/hgf.md.
     Several processes: torchrun --nproc_per_node N -m phasediff.cli train CONFIG --out DIR
