@@ -155,6 +155,7 @@ def test_inpainting_input_errors() -> None:
     known, mask = torch.zeros(4, D), torch.ones(4, D, dtype=torch.bool)
     cases = [
         (dict(sampler="dopri5"), "inpainting needs a sampler that continues"),
+        (dict(sampler="ei", corrector=True), "inpainting cannot use corrector=True"),
         (dict(mask=torch.zeros(4, D)), "mask marks no pixel as known"),
         (dict(mask=torch.full((4, D), 0.5)), "mask must hold only 0/1"),
         (dict(known=torch.zeros(4, D + 1)), "broadcast against each other"),

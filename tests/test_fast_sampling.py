@@ -246,6 +246,10 @@ def test_optimal_grid_is_a_valid_time_grid():
         (lambda p, m: exponential_integrator(m, p, (4, 2), 5, order=4), "order must be 1, 2 or 3"),
         (lambda p, m: exponential_integrator(m, p, (4, 2), 5, eta=1.5), "eta must be a number in"),
         (lambda p, m: exponential_integrator(m, p, (4, 2), 5, sigma_data=-1.0), "sigma_data"),
+        (
+            lambda p, m: exponential_integrator(m, p, (4, 2), 5, corrector="yes"),
+            "corrector must be True or False",
+        ),
         (lambda p, m: optimal_grid(p, 0), "steps must be an integer"),
         (lambda p, m: predictor_corrector(m, p, (4, 2), 5, snr=0.0), "snr must be"),
         (lambda p, m: predictor_corrector(m, p, (4, 2), 5, n_corrector=-1), "n_corrector"),

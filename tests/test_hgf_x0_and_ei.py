@@ -213,6 +213,8 @@ def test_ei_hands_velocity_models_to_hgf_ei():
     torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
     with pytest.raises(ValueError, match="deterministic flow; eta must be 0"):
         SAMPLERS["ei"](model, process, (4, 2), 3, eta=0.5)
+    with pytest.raises(ValueError, match="corrector=True is for score models"):
+        SAMPLERS["eic"](model, process, (4, 2), 3)
 
 
 def test_hgf_ei_rejects_bad_input():

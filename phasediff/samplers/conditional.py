@@ -194,6 +194,11 @@ def inpaint(
             f"inpainting needs a sampler that continues from its callback's state: one of "
             f"{', '.join(INPAINT_SAMPLERS)}, got {sampler!r}."
         )
+    if options.get("corrector"):
+        raise ValueError(
+            "inpainting cannot use corrector=True: the correction recomputes the state the "
+            "replacement callback edited; use ei or ei1 without it."
+        )
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}.")
     known_t, mask_t = _as_tensor(known, "known"), _as_tensor(mask, "mask")

@@ -252,7 +252,13 @@ def exponential_integrator(
     be 0, the grid "optimal" (which needs noisy blocks) becomes "quadratic" and σ_data defaults
     to 0 (DPM-Solver++) there; score models default to σ_data = 1."""
     _check(order, eta)
+    if not isinstance(corrector, bool):
+        raise ValueError(f"corrector must be True or False, got {corrector!r}.")
     if is_velocity_model(model):
+        if corrector:
+            raise ValueError(
+                "corrector=True is for score models; velocity models use hgf_ei without it."
+            )
         if eta:
             raise ValueError(
                 f"a velocity model defines a deterministic flow; eta must be 0, got {eta!r}."
