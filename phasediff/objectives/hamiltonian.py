@@ -112,7 +112,10 @@ class VelocityFromDenoiser(torch.nn.Module):
         return self.net(x, t)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        c1, c2 = denoiser_coefficients(self.process, t.detach().to("cpu", torch.float64))
+        tt = t.detach().to("cpu", torch.float64)
+        if tt.ndim == 1 and tt.numel() > 1 and bool((tt == tt[0]).all()):
+            tt = tt[:1]  # samplers call with one time per batch: one k×k kernel, not B
+        c1, c2 = denoiser_coefficients(self.process, tt)
         view = (-1,) + (1,) * (x.ndim - 1)
         c1 = c1.to(device=x.device, dtype=x.dtype).reshape(view)
         c2 = c2.to(device=x.device, dtype=x.dtype).reshape(view)
