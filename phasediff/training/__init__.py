@@ -2,8 +2,8 @@
 
 from phasediff.training.checkpoint import load_checkpoint, save_checkpoint
 from phasediff.training.config import Config, load_config
+from phasediff.training.errors import NonFiniteLossError
 from phasediff.training.trainer import (
-    NonFiniteLossError,
     Trainer,
     build_model,
     build_process,

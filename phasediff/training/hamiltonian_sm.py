@@ -43,6 +43,7 @@ from phasediff.training.checkpoint import (
     split_prefix,
 )
 from phasediff.training.config import Config, config_from_dict
+from phasediff.training.errors import NonFiniteLossError
 
 CSV_FIELDS = ["step", "velocity_loss", "discrepancy", "lr", "grad_norm", "seconds"]
 
@@ -251,8 +252,6 @@ class HSMTrainer:
 
     def train_step(self) -> tuple[float, float, float]:
         """velocity_steps φ steps, then one θ step; returns (φ loss, discrepancy, grad norm)."""
-        from phasediff.training.trainer import NonFiniteLossError
-
         tc, hc = self.config.train, self.config.hsm
         step = self.step + 1
         for group in self.opt_force.param_groups:

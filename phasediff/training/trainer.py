@@ -44,20 +44,9 @@ from phasediff.training.checkpoint import (
 )
 from phasediff.training.config import Config, config_from_dict
 from phasediff.training.distributed import Execution, setup_distributed, teardown_distributed
+from phasediff.training.errors import NonFiniteLossError
 
 CSV_FIELDS = ["step", "loss", "lr", "grad_norm", "seconds", "skipped"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training hit a NaN/Inf loss or gradient; the last good checkpoint is kept.
-
-    `step` is the step whose batch was bad and `tensor` names what was non-finite: "loss" or
-    "gradient of '<parameter name>'"."""
-
-    def __init__(self, message: str, *, step: int = 0, tensor: str = "loss") -> None:
-        super().__init__(message)
-        self.step = step
-        self.tensor = tensor
 
 
 def build_process(config: Config) -> LinearProcess:

