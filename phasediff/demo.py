@@ -1,5 +1,5 @@
 """`make demo` / `phasediff demo`: train HOLD on the multi-Swiss-roll, sample it with the
-Lie–Trotter splitting sampler, and write pictures and metrics (SPEC §7)."""
+Lie–Trotter splitting sampler, and write pictures and metrics (docs/design.md §7)."""
 
 from __future__ import annotations
 

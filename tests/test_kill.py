@@ -1,6 +1,6 @@
-"""Kill test (SPEC §8): SIGKILL a training process at random moments and inside every step of
-the checkpoint writer; every restart must resume from the newest committed checkpoint, no
-checkpoint may ever be corrupt, and the final weights, EMA, AdamW state, RNG state and metrics
+"""Kill test (docs/design.md §8): SIGKILL a training process at random moments and inside every
+step of the checkpoint writer; every restart must resume from the newest committed checkpoint,
+no checkpoint may ever be corrupt, and the final weights, EMA, AdamW state, RNG state and metrics
 log must equal those of an uninterrupted run with the same seed, bit for bit.
 
 Training processes are forked from a multiprocessing fork server that imported torch and

@@ -1,4 +1,4 @@
-"""Annealed Langevin dynamics, MILD and the VE score adapter (SPEC §4, seed 002).
+"""Annealed Langevin dynamics, MILD and the VE score adapter (docs/design.md §4, seed 002).
 
 Reference problem: data N(0, s² I) under VE noise has the exact noise-conditional score
 s_σ(x) = −x/(s² + σ²). Every coordinate of every batch row is an independent chain, so a

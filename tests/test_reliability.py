@@ -1,5 +1,5 @@
-"""Reliability (SPEC §8, docs/reliability.md): crash-safe checkpoints, the non-finite guard,
-safe loading, and a table of bad input at the command line.
+"""Reliability (docs/design.md §8, docs/reliability.md): crash-safe checkpoints, the non-finite
+guard, safe loading, and a table of bad input at the command line.
 
 Every CLI case runs through `phasediff.cli.main()` (the console script's entry point, with
 sys.argv patched) so that its last-resort error handling is what is exercised; a few run the

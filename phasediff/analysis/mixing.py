@@ -1,4 +1,4 @@
-"""Mixing analysis: how fast each forward process forgets its data (SPEC §1, issue "Core").
+"""Mixing analysis: how fast each forward process forgets its data (docs/design.md §1).
 
 For Gaussian data x₀ ~ N(μ, v) per coordinate (a point mass is v = 0) the marginal of z_t is
 exactly N(E[:, 0]μ, E Σ₀(v) Eᵀ + N) per coordinate, so the KL divergence and the

@@ -8,7 +8,7 @@ missing, unreadable or corrupt file is one ValueError sentence that names the ex
   ``data_batch_1`` … ``data_batch_5`` (training, 50 000 images), ``test_batch`` (held-out,
   10 000) and ``batches.meta`` (class names). The batches are pickles, so they are read with
   ``RestrictedUnpickler``: it builds dicts, lists, tuples, bytes, str, ints and numpy arrays
-  and refuses every other global, so a tampered file cannot run code (SPEC §8).
+  and refuses every other global, so a tampered file cannot run code (docs/design.md §8).
 * ``folder``: every image file below a directory (Pillow), resized so that the shorter side is
   ``image_size`` and centre-cropped to ``image_size``², RGB or grey; when every image sits in a
   first-level subfolder, the subfolder names are the class labels (sorted). A seeded 10 % of

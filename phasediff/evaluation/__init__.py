@@ -1,4 +1,4 @@
-"""Evaluation (SPEC §6): sample-quality metrics with noise floors for vector data
+"""Evaluation (docs/design.md §6): sample-quality metrics with noise floors for vector data
 (``metrics``), likelihoods through the probability-flow ODE (``likelihood``), Fréchet
 distances for images — the offline digits FD and Inception FID from a user-supplied
 TorchScript file (``fid``) —, exact mixture scores (``exact``), run evaluation behind

@@ -1,4 +1,4 @@
-"""Fréchet distances for images, offline (SPEC §6).
+"""Fréchet distances for images, offline (docs/design.md §6).
 
 * ``frechet_distance``: FD between N(μ₁, Σ₁) and N(μ₂, Σ₂),
   |μ₁ − μ₂|² + tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^{1/2}), in float64 with ``scipy.linalg.sqrtm``.

@@ -1,4 +1,4 @@
-"""Likelihoods through the probability-flow ODE, for any linear process (SPEC §6).
+"""Likelihoods through the probability-flow ODE, for any linear process (docs/design.md §6).
 
 The PF-ODE dz/dt = f(z, t) = β(t)[A z − h(t) D ∇log p_t(z)] (the drift of
 ``phasediff.samplers.ode``, with the model's score on the noisy blocks) carries the

@@ -1,4 +1,4 @@
-"""Evaluate samples or a trained run: the Python side of ``phasediff eval`` (SPEC §6, §7).
+"""Evaluate samples or a trained run: the Python side of ``phasediff eval`` (docs/design.md §6, §7).
 
 * ``evaluate_samples(samples, data)``: vector data → every metric of ``evaluate_toy`` with its
   noise floor (mode-resolved metrics for toys with known modes); digits → the digits FD with

@@ -1,4 +1,5 @@
-"""Training objectives on the model contract `model(z, t)` → noisy-block tensor (SPEC §2)."""
+"""Training objectives on the model contract `model(z, t)` → noisy-block tensor
+(docs/design.md §2)."""
 
 from phasediff.objectives.hamiltonian import (
     HAMILTONIAN_SCORE_MATCHING,

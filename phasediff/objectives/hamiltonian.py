@@ -1,5 +1,5 @@
 """Hamiltonian velocity objectives: HGF velocity regression and Hamiltonian score matching
-(Holderrieth, Xu & Jaakkola 2024; SPEC §3; derivations in docs/hgf.md).
+(Holderrieth, Xu & Jaakkola 2024; docs/design.md §3; derivations in docs/hgf.md).
 
 **HGF velocity.** For a process whose data block x is noise-free (row D[0, :] = 0: every
 Hamiltonian flow, flow matching, but also CLD/HOLD), x is differentiable in time with

@@ -1,4 +1,5 @@
-"""Score-matching objectives on the noisy blocks (SPEC §2; derivations in docs/objectives.md).
+"""Score-matching objectives on the noisy blocks (docs/design.md §2; derivations in
+docs/objectives.md).
 
 Every objective is a plain function `(model, process, x0, generator) -> loss` and sees the
 network only through the model contract: `model(z, t)` returns a tensor shaped

@@ -1,4 +1,4 @@
-"""The exact phase-space process engine (SPEC §1). Imports nothing else of phasediff."""
+"""The exact phase-space process engine (docs/design.md §1). Imports nothing else of phasediff."""
 
 from phasediff.processes.critical import chain_from_polynomial, critical_chain
 from phasediff.processes.kernels import transition_kernel, van_loan

@@ -1,4 +1,4 @@
-"""Input checks shared by the process engine: one clear sentence per failure (SPEC §8)."""
+"""Input checks shared by the process engine: one clear sentence per failure (docs/design.md §8)."""
 
 from __future__ import annotations
 

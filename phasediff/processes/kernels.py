@@ -1,4 +1,4 @@
-"""Exact transition kernels of linear SDEs on the integrated clock (SPEC §1).
+"""Exact transition kernels of linear SDEs on the integrated clock (docs/design.md §1).
 
 For dz = A z db + G dW_b with G Gᵀ = 2D (b the integrated time B(s, t)), the transition from
 z_s is Gaussian with mean map E(b) = exp(bA) and added covariance
@@ -122,7 +122,7 @@ def transition_kernel(
 def van_loan(
     A: torch.Tensor, D: torch.Tensor, b: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference implementation through Van Loan's block exponential (SPEC §1).
+    """Reference implementation through Van Loan's block exponential (docs/design.md §1).
 
     exp(b [[A, 2D], [0, −Aᵀ]]) = [[E, X], [0, E⁻ᵀ]] and N = X Eᵀ. Used in tests to cross-check
     `transition_kernel`; unsuitable for large b (E⁻ᵀ grows like exp(b·|λ|)).

@@ -2,7 +2,7 @@
 
 State tensors are shaped (batch, k, *data_shape): block j is the j-th phase-space variable
 (x, v, a, …). Because A⊗I acts identically on every coordinate, every computation here is a
-k×k problem applied along axis 1; no (kd)×(kd) matrix is ever formed (SPEC §1).
+k×k problem applied along axis 1; no (kd)×(kd) matrix is ever formed (docs/design.md §1).
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ class LinearProcess:
         """L with LLᵀ = Σ, lower triangular in the block order `factor_order`.
 
         `factor_order` lists the noise-free blocks first and the noisy blocks last, so that
-        the score on the noisy blocks, −(L⁻ᵀε)[noisy], depends on ε[noisy] only (SPEC §2,
+        the score on the noisy blocks, −(L⁻ᵀε)[noisy], depends on ε[noisy] only (docs/design.md §2,
         ε-prediction). For every preset the noisy blocks already come last and L is the
         ordinary Cholesky factor.
         """

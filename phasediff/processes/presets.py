@@ -1,4 +1,4 @@
-"""Named processes: each is a few k×k matrices handed to `LinearProcess` (SPEC §1).
+"""Named processes: each is a few k×k matrices handed to `LinearProcess` (docs/design.md §1).
 
 Conventions: dz = β(t)(A⊗I)z dt + sqrt(2β(t))(G⊗I)dW with GGᵀ = D, and for complete-recipe
 processes A = −(D + Q)S⁻¹. Papers that write the SDE with β folded into D and Q (PSLD) are

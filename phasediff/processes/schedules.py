@@ -1,4 +1,4 @@
-"""Time changes β(t) > 0 with closed-form integrals B(s, t) = ∫_s^t β(u) du (SPEC §1).
+"""Time changes β(t) > 0 with closed-form integrals B(s, t) = ∫_s^t β(u) du (docs/design.md §1).
 
 Every process runs on the integrated clock b = B(0, t): the transition kernel from s to t
 depends on s and t only through B(s, t). Each schedule therefore gives β, B and the exact

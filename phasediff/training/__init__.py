@@ -1,4 +1,4 @@
-"""Training: config → data → process → model → objective (SPEC §5)."""
+"""Training: config → data → process → model → objective (docs/design.md §5)."""
 
 from phasediff.training.checkpoint import load_checkpoint, save_checkpoint
 from phasediff.training.config import Config, load_config

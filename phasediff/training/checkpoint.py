@@ -1,4 +1,5 @@
-"""Checkpoints: tensors in safetensors, everything else in JSON, never pickle (SPEC §5, §8).
+"""Checkpoints: tensors in safetensors, everything else in JSON, never pickle
+(docs/design.md §5, §8).
 
 A checkpoint `step_00001000` is two files in RUN_DIR/checkpoints/:
 - `step_00001000.safetensors`: `model.*`, `ema.*` and `optim.<param index>.<state key>`;

@@ -1,4 +1,5 @@
-"""Experiment configs: one TOML file per run under `configs/`, validated by pydantic (SPEC §5).
+"""Experiment configs: one TOML file per run under `configs/`, validated by pydantic
+(docs/design.md §5).
 
 Every field can be overridden from the CLI with `--set section.key=value` (values parsed as
 TOML literals, e.g. `train.steps=2000`, `process.params.beta=8.0`, `model.mults=[1,2,2]`).

@@ -1,5 +1,5 @@
 """How the trainer runs the network: several processes (DDP under ``torchrun``), mixed
-precision, channels-last and ``torch.compile`` (SPEC §5; docs/images.md).
+precision, channels-last and ``torch.compile`` (docs/design.md §5; docs/images.md).
 
 **Multi-process design: one global stream, sharded.** Every rank holds the whole dataset and
 the same batch generator (seeded identically, checkpointed once). At each step every rank

@@ -1,5 +1,5 @@
 """Hamiltonian score matching (HSM): learn a score F_θ without noise by alternating a
-velocity-predictor step and a force step (Holderrieth et al. 2024; SPEC §3; docs/hgf.md).
+velocity-predictor step and a force step (Holderrieth et al. 2024; docs/design.md §3; docs/hgf.md).
 
 Each iteration draws x₀ ~ data, v₀ ~ N(0, I), simulates x' = v, v' = F_θ(x) by leapfrog on
 [0, T] (`hsm.leapfrog_steps` steps) and then

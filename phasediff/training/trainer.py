@@ -1,4 +1,4 @@
-"""The trainer: config → data → process → model → objective, with exact resume (SPEC §5).
+"""The trainer: config → data → process → model → objective, with exact resume (docs/design.md §5).
 
 One `torch.Generator` drives every random draw of a step (data batch, times, noise), and its
 state is checkpointed with the model, EMA and AdamW state, so a resumed run reproduces the
