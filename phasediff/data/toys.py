@@ -23,6 +23,8 @@ __all__ = [
     "MULTI_SWISS_ROLL_CENTERS",
     "MULTI_SWISS_ROLL_NOISE",
     "MULTI_SWISS_ROLL_RADIUS",
+    "THIN_ROLLS_NOISE",
+    "THIN_ROLLS_RADIUS",
     "TOYS",
     "sample_toy",
 ]
@@ -117,6 +119,24 @@ def multi_swiss_roll(n: int, generator: torch.Generator) -> torch.Tensor:
     return points + MULTI_SWISS_ROLL_CENTERS[mode]
 
 
+THIN_ROLLS_RADIUS = 0.14
+"""Outer radius of each roll of ``thin_rolls`` (a third of ``multi_swiss_roll``'s)."""
+
+THIN_ROLLS_NOISE = 0.002
+"""Per-coordinate noise std of ``thin_rolls`` (a fifth of ``multi_swiss_roll``'s)."""
+
+
+def thin_rolls(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Thin structure at a small scale, shape (n, 2): the five centres of ``multi_swiss_roll``
+    with rolls of outer radius 0.14 (arms 0.062 apart) and noise 0.002 (31 noise stds between
+    arms). The score is steep near the data for longer than on ``multi_swiss_roll``, which is
+    where long-trained phase-space models used to blow up under few-step samplers
+    (docs/objectives.md, "Preconditioning"). Same construction otherwise; extent ±0.94."""
+    mode = torch.randint(0, 5, (n,), generator=generator)
+    points = _spiral(n, generator, THIN_ROLLS_RADIUS / _T_MAX, THIN_ROLLS_NOISE)
+    return points + MULTI_SWISS_ROLL_CENTERS[mode]
+
+
 def swiss_roll(n: int, generator: torch.Generator) -> torch.Tensor:
     """One Swiss roll, shape (n, 2).
 
@@ -183,6 +203,7 @@ def gmm1d(n: int, generator: torch.Generator) -> torch.Tensor:
 
 TOYS: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
     "multi_swiss_roll": multi_swiss_roll,
+    "thin_rolls": thin_rolls,
     "swiss_roll": swiss_roll,
     "8gaussians": eight_gaussians,
     "checkerboard": checkerboard,

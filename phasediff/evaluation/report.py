@@ -41,7 +41,7 @@ def mode_centers(name: str) -> torch.Tensor | None:
     from phasediff.data import MULTI_SWISS_ROLL_CENTERS
     from phasediff.data.toys import EIGHT_GAUSSIANS_RADIUS
 
-    if name == "multi_swiss_roll":
+    if name in ("multi_swiss_roll", "thin_rolls"):
         return MULTI_SWISS_ROLL_CENTERS.to(torch.float64)
     if name == "8gaussians":
         angle = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)

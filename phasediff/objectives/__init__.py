@@ -14,6 +14,11 @@ from phasediff.objectives.hamiltonian import (
     optimal_velocity_mixture,
     predicts_x0,
 )
+from phasediff.objectives.preconditioning import (
+    TIME_FEATURES,
+    Preconditioned,
+    reference_coefficients,
+)
 from phasediff.objectives.score_matching import (
     OBJECTIVES,
     PARAMETERIZATIONS,
@@ -33,6 +38,8 @@ __all__ = [
     "HAMILTONIAN_SCORE_MATCHING",
     "OBJECTIVES",
     "PARAMETERIZATIONS",
+    "TIME_FEATURES",
+    "Preconditioned",
     "VELOCITY",
     "VELOCITY_OBJECTIVES",
     "WEIGHTINGS",
@@ -49,6 +56,7 @@ __all__ = [
     "optimal_velocity_mixture",
     "parameterization_of",
     "predicts_x0",
+    "reference_coefficients",
     "sample_times",
     "score_from_output",
 ]

@@ -15,7 +15,10 @@ per data coordinate for a weighting W:
 - "score":       W = I (plain score-space residual);
 - "likelihood":  W = β(t) D_nn (the weighting that turns the loss into the ELBO gap);
 - "cld":         W = I / ℓ_t² with ℓ_t² = tr(UUᵀ)/m — CLD's λ(t) = ℓ_t⁻², which coincides
-                 with "eps" when one block is noisy (CLD, HOLD, VP).
+                 with "eps" when one block is noisy (CLD, HOLD, VP);
+- "denoiser":    for preconditioned models only (objectives/preconditioning.py): the ε
+                 residual divided by ‖g(t)‖²/m, i.e. EDM's unit-variance loss ‖F − F*‖² on
+                 the standardised x₀ residual.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from collections.abc import Callable
 
 import torch
 
+from phasediff.objectives.preconditioning import denoiser_gain
 from phasediff.processes import LinearProcess, apply_blocks
 
-WEIGHTINGS = ("eps", "score", "likelihood", "cld")
+WEIGHTINGS = ("eps", "score", "likelihood", "cld", "denoiser")
 PARAMETERIZATIONS = ("eps", "score")
 
 
@@ -115,13 +119,16 @@ def _loss(
             f"model output must have shape {expected} (batch, noisy blocks, *data_shape), "
             f"got {tuple(out.shape)}."
         )
-    if weighting == "eps":
+    if weighting in ("eps", "denoiser"):
         if kind == "eps":
             resid = out - eps_n
         else:  # ε-space residual of a score model: U⁻¹(ŝ − s*) = U⁻¹ŝ + ε_n
             U = process.noisy_score_factor(L)
             resid = apply_blocks(torch.linalg.inv(U), out) + eps_n
         per = resid.pow(2)
+        if weighting == "denoiser":  # ‖ε̂ − ε_n‖² = ‖g‖²·‖F − F*‖² (preconditioning.py)
+            gain = denoiser_gain(model, process, t).to(per) / m
+            per = per / gain.reshape(B, *([1] * (per.ndim - 1)))
     else:
         U = process.noisy_score_factor(L)
         s_hat = -apply_blocks(U, out) if kind == "eps" else out

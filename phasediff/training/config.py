@@ -81,6 +81,23 @@ class ModelConfig(_Strict):
     mults: list[int] = Field(default_factory=lambda: [1, 2])
     num_res_blocks: int = Field(1, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    precondition: bool = Field(
+        False,
+        description="score models: the network regresses the standardised x₀ residual around "
+        "the exact Gaussian-reference posterior (EDM's c_in/c_skip/c_out for any k×k kernel; "
+        "docs/objectives.md, Preconditioning)",
+    )
+    sigma_data: float | None = Field(
+        None,
+        gt=0.0,
+        description="σ of the Gaussian reference N(0, σ²I) of a preconditioned model; "
+        "default: the RMS of the training data",
+    )
+    time_feature: Literal["t", "log_cout"] = Field(
+        "t",
+        description="time input of a preconditioned network: raw t, or the reference "
+        "posterior log-variance rescaled to [0, T]",
+    )
 
 
 class ObjectiveConfig(_Strict):
@@ -110,6 +127,11 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup: int = Field(100, ge=0)
+    lr_decay: Literal["none", "cosine"] = Field(
+        "none",
+        description="after warm-up: constant lr, or cosine decay to lr_min_ratio·lr at train.steps",
+    )
+    lr_min_ratio: float = Field(0.0, ge=0.0, le=1.0)
     grad_clip: float = Field(1.0, ge=0.0, description="max gradient norm; 0 disables clipping")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
     log_every: int = Field(50, ge=1)

@@ -20,7 +20,7 @@ import torch
 
 from phasediff.data import DataSource, get_data
 from phasediff.models import TimeMLP, UNet, count_parameters
-from phasediff.objectives import get_objective
+from phasediff.objectives import Preconditioned, get_objective
 from phasediff.objectives.hamiltonian import (
     HAMILTONIAN_SCORE_MATCHING,
     VELOCITY,
@@ -91,12 +91,38 @@ def build_model(config: Config, process: LinearProcess, data: DataSource) -> tor
             "model.parameterization 'x0' is for velocity models (objective.name = 'velocity'); "
             "score models use 'eps' or 'score'."
         )
+    mc = config.model
+    if mc.precondition:
+        if velocity:
+            raise ValueError(
+                "model.precondition is for score models; velocity models use "
+                "model.parameterization = 'x0' (docs/hgf.md)."
+            )
+        if mc.parameterization != "eps":
+            raise ValueError(
+                "model.precondition = true needs model.parameterization = 'eps' (the "
+                f"preconditioned model returns ε), got {mc.parameterization!r}."
+            )
+        net = _build_network(config, process, data, k_in, 1)  # one block: the x₀ residual
+        sigma = mc.sigma_data if mc.sigma_data is not None else data_rms(data)
+        return Preconditioned(net, process, sigma, time_feature=mc.time_feature, input_scaling=True)
     net = _build_network(config, process, data, k_in, n_out)
     if x0:
         return VelocityFromDenoiser(net, process)
     if velocity:
         net.parameterization = VELOCITY
     return net
+
+
+def data_rms(data: DataSource) -> float:
+    """σ of the Gaussian reference of a preconditioned model: the RMS of the training set
+    about 0 (the processes' prior is centred), computed in float64 (deterministic)."""
+    rms = float(data.data.to(torch.float64).pow(2).mean().sqrt())
+    if not math.isfinite(rms) or rms <= 0:
+        raise ValueError(
+            f"dataset {data.name!r} has RMS {rms}; set model.sigma_data to a number > 0."
+        )
+    return rms
 
 
 def _velocity_network(config: Config, process: LinearProcess) -> bool:
@@ -225,8 +251,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- one step
     def lr_at(self, step: int) -> float:
-        warm = self.config.train.warmup
-        return self.config.train.lr * (min(1.0, step / warm) if warm else 1.0)
+        tc = self.config.train
+        scale = min(1.0, step / tc.warmup) if tc.warmup else 1.0
+        if tc.lr_decay == "cosine" and step > tc.warmup:
+            span = max(tc.steps - tc.warmup, 1)
+            done = min(1.0, (step - tc.warmup) / span)
+            scale = tc.lr_min_ratio + (1 - tc.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * done))
+        return tc.lr * scale
 
     def train_step(self) -> tuple[float, float]:
         """One optimisation step; returns (loss, gradient norm before clipping).
