@@ -28,6 +28,7 @@ def measure(runs: list[str], num: int) -> list[list]:
     """Rows [run, sampler, nfe, metric 1, metric 2]: toys — plain and mode-resolved sliced-W2
     ratios; digits — the digits Fréchet distance ratio and None."""
     from phasediff.samplers import SAMPLERS
+    from phasediff.samplers.registry import steps_for_nfe
     from phasediff.training import load_trained
 
     rows = []
@@ -49,7 +50,7 @@ def measure(runs: list[str], num: int) -> list[list]:
 
         plan = [(name, nfe) for name in SAMPLER_NAMES for nfe in NFES] + [("em", 1000)]
         for name, nfe in plan:
-            steps = (nfe + 1) // 2 if name == "heun" else nfe
+            steps = steps_for_nfe(name, nfe)  # heun: 2·steps − 1 ≤ nfe
             gen = torch.Generator().manual_seed(0)
             out = SAMPLERS[name](model, process, (num, *data.data_shape), steps, generator=gen)
             rows.append([run, name, out.nfe, *score(out.x)])

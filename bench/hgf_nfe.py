@@ -4,7 +4,10 @@ Trains three models with the same network (TimeMLP), data, batch, steps and seed
 ordinary Trainer — `ohgf` and `rectified_flow` (flow matching) with the velocity objective,
 `vp` with hybrid score matching (ε-prediction) — then samples each with Euler and Heun at a
 range of NFE budgets and prints a Markdown table of sliced W2 to held-out data, next to the
-data-vs-data noise floor. Usage (the table in docs/hgf.md came from the default arguments):
+data-vs-data noise floor. Steps per budget come from the sampler registry
+(`steps_for_nfe`: the most steps within the budget, so Heun runs 2·steps − 1 ≤ NFE; the
+tables in docs/hgf.md were made with ⌈(NFE + 1)/2⌉ Heun steps, one NFE over an even budget,
+and their cells give the measured NFE). Usage (the tables came from the default arguments):
 
     .venv/bin/python bench/hgf_nfe.py --steps 6000 --out /tmp/hgf_nfe
     .venv/bin/python bench/hgf_nfe.py --data digits --steps 3000 --num 1000   # U-Nets, digits FD
@@ -13,7 +16,6 @@ data-vs-data noise floor. Usage (the table in docs/hgf.md came from the default 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time
@@ -30,6 +32,7 @@ from phasediff.data.digits import N_TEST  # noqa: E402
 from phasediff.evaluation import sliced_w2  # noqa: E402
 from phasediff.evaluation.fid import digits_features, fd_with_floor  # noqa: E402
 from phasediff.samplers import SAMPLERS  # noqa: E402
+from phasediff.samplers.registry import steps_for_nfe  # noqa: E402
 from phasediff.training import Trainer, load_config  # noqa: E402
 
 
@@ -87,11 +90,6 @@ SAMPLER_PAIRS = {
     },
 }
 BUDGETS = (4, 8, 16, 32, 64)
-
-
-def steps_for(sampler: str, nfe: int) -> int:
-    """Fixed-step samplers: Euler uses `steps` NFE, Heun 2·steps − 1."""
-    return max(1, math.ceil((nfe + 1) / 2)) if "heun" in sampler else nfe
 
 
 def main() -> None:
@@ -163,7 +161,7 @@ def main() -> None:
         for s_label, (name, grid) in SAMPLER_PAIRS[kind].items():
             cells = []
             for nfe in BUDGETS:
-                steps = steps_for(name, nfe)
+                steps = steps_for_nfe(name, nfe)  # heun: 2·steps − 1 ≤ nfe
                 gen = torch.Generator().manual_seed(0)
                 out = SAMPLERS[name](model, process, shape, steps, grid=grid, generator=gen)
                 cells.append(f"{score(out.x):.3f} ({out.nfe})")

@@ -1,4 +1,4 @@
-"""The `phasediff` command line: a thin shell over the Python API (SPEC §7).
+"""The `phasediff` command line: a thin shell over the Python API (docs/design.md §7).
 
 Errors from bad input are printed as one sentence and exit with status 2; no traceback.
 """
@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from phasediff.samplers.grids import GRIDS
+from phasediff.samplers.registry import get_entry, grid_help, sampler_help
 
 app = typer.Typer(
     name="phasediff",
@@ -157,20 +160,14 @@ def sample_command(
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (newest valid checkpoint) or checkpoint JSON.")
     ],
-    sampler: Annotated[
-        str,
-        typer.Option(
-            help="em, euler, heun, dopri5, lie_trotter or strang; hgf_euler, hgf_heun or "
-            "hgf_dopri5 for velocity models (HGF, flow matching)."
-        ),
-    ] = "lie_trotter",
+    sampler: Annotated[str, typer.Option(help=sampler_help())] = "lie_trotter",
     steps: Annotated[int, typer.Option(help="Number of sampler steps (≥ 1).")] = 50,
     num: Annotated[int, typer.Option(help="Number of samples (≥ 1).")] = 2000,
     out: Annotated[
         Path, typer.Option(help="Output .npz (x, nfe[, trajectory, times]); a PNG goes beside it.")
     ] = Path("samples.npz"),
     seed: Annotated[int, typer.Option(help="Seed of the sampler's generator.")] = 0,
-    grid: Annotated[str, typer.Option(help="Time grid: uniform, quadratic or edm.")] = "uniform",
+    grid: Annotated[str | None, typer.Option(help=grid_help())] = None,
     trajectory: Annotated[
         bool, typer.Option("--trajectory", help="Also store the whole trajectory (steps+1 states).")
     ] = False,
@@ -221,12 +218,13 @@ def sample_command(
     import numpy as np
     import torch
 
-    from phasediff.samplers import get_sampler
+    from phasediff.samplers.registry import get_sampler, resolve
     from phasediff.training import load_trained
     from phasediff.training.plots import save_samples
 
     try:
         fn = get_sampler(sampler)
+        _check_grid(grid)
         if steps < 1 or num < 1:
             raise ValueError(f"--steps and --num must be ≥ 1, got steps={steps}, num={num}.")
         if out.suffix != ".npz":
@@ -238,6 +236,10 @@ def sample_command(
         shape = (num, *data.data_shape)
         if guidance_class is not None or classifier is not None:
             model = _guided_model(model, process, classifier, guidance_class, guidance_scale)
+        if grid is None:  # the sampler's own default; `ei` on a velocity model: hgf_ei's
+            grid = resolve(sampler, model).default_grid
+        else:
+            resolve(sampler, model)  # refuses a sampler that does not take this model kind
         if inpaint_mask is not None or known is not None:
             from phasediff.samplers.conditional import inpaint, load_condition
 
@@ -272,7 +274,13 @@ def sample_command(
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write output ({exc.strerror}: {exc.filename}); choose a writable --out.")
-    typer.echo(json.dumps({"out": str(out), "nfe": res.nfe, "num": num}))
+    typer.echo(json.dumps({"out": str(out), "nfe": res.nfe, "num": num, "grid": grid}))
+
+
+def _check_grid(grid: str | None) -> None:
+    """Refuse an unknown --grid before anything is loaded (None: the sampler's default)."""
+    if grid is not None and grid not in GRIDS:
+        raise ValueError(f"unknown time grid {grid!r}; valid grids are: {', '.join(GRIDS)}.")
 
 
 def _guided_model(model, process, classifier: Path | None, target: int | None, scale: float):
@@ -370,9 +378,11 @@ def eval_command(
     num: Annotated[
         int | None, typer.Option(help="Samples to draw (default 2000) or to use from --samples.")
     ] = None,
-    sampler: Annotated[str, typer.Option(help="Sampler when drawing samples.")] = "lie_trotter",
+    sampler: Annotated[
+        str, typer.Option(help=f"When drawing samples. {sampler_help()}")
+    ] = "lie_trotter",
     steps: Annotated[int, typer.Option(help="Sampler steps (≥ 1).")] = 50,
-    grid: Annotated[str, typer.Option(help="Time grid of the sampler.")] = "uniform",
+    grid: Annotated[str | None, typer.Option(help=grid_help())] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler and the held-out sets.")] = 0,
     inception: Annotated[
         Path | None,
@@ -392,13 +402,16 @@ def eval_command(
     from phasediff.evaluation.report import evaluate_run
 
     try:
+        _check_grid(grid)
+        if grid is None and samples is None:  # the sampler's own default grid
+            grid = get_entry(sampler).default_grid  # ei's optimal; velocity runs: quadratic
         report = evaluate_run(
             run,
             samples=samples,
             num=num,
             sampler=sampler,
             steps=steps,
-            grid=grid,
+            grid=grid or "uniform",  # unused with --samples
             seed=seed,
             inception=inception,
             nll=nll,

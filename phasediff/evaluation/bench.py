@@ -1,4 +1,5 @@
-"""`phasediff bench SUITE`: quality-vs-NFE tables, mixing and sampler-overhead tables (SPEC §6).
+"""`phasediff bench SUITE`: quality-vs-NFE tables, mixing and sampler-overhead tables
+(docs/design.md §6).
 
 Suites:
 
@@ -42,6 +43,9 @@ from typing import Any
 
 import torch
 
+from phasediff.samplers.registry import SCORE, VELOCITY, sampler_names
+from phasediff.samplers.registry import steps_for_nfe as registry_steps_for_nfe
+
 __all__ = [
     "ADAPTIVE_SAMPLERS",
     "DEFAULT_NFE",
@@ -63,23 +67,9 @@ __all__ = [
 
 SUITES = ("toy", "digits", "mixing", "samplers-overhead")
 DEFAULT_NFE = (10, 20, 50, 100, 200, 1000)
-SCORE_SAMPLERS = (
-    "em",
-    "euler",
-    "heun",
-    "dopri5",
-    "lie_trotter",
-    "strang",
-    "pc",
-    "ei",
-    "ei1",
-    "ei3",
-    "eic",
-    "ei1c",
-)
-VELOCITY_SAMPLERS = ("hgf_euler", "hgf_heun", "hgf_dopri5", "hgf_ei")
-ADAPTIVE_SAMPLERS = ("dopri5", "hgf_dopri5")
-TWO_NFE_PER_STEP = ("heun", "hgf_heun", "pc")  # Heun with a final Euler step; EM + 1 corrector
+SCORE_SAMPLERS = sampler_names(SCORE)  # the grid's samplers per model kind: the registry's
+VELOCITY_SAMPLERS = sampler_names(VELOCITY)
+ADAPTIVE_SAMPLERS = sampler_names(adaptive=True)
 DEFAULT_NUM = {"toy": 5000, "digits": 1200}
 EXACT_REFERENCE_SETS = 5  # fresh data sets scored like samples: the ratio of an exact sampler
 RESULTS_VERSION = 1
@@ -169,11 +159,11 @@ def _parse_nfe(nfe: str | Sequence[int]) -> list[int]:
 
 
 def steps_for_nfe(sampler: str, nfe: int) -> int:
-    """Sampler steps for an NFE budget: 1 NFE per step, except Heun, hgf_heun and pc
-    (2·steps − 1 NFE: Heun ends with an Euler step, pc skips the last correction), which get
-    steps = ⌊(NFE + 1)/2⌋ so that they never exceed the budget. The NFE reported is always the
-    one measured by the sampler, never this estimate."""
-    return max(1, (nfe + 1) // 2) if sampler in TWO_NFE_PER_STEP else max(1, nfe)
+    """Sampler steps for an NFE budget, from the sampler registry: 1 NFE per step, except
+    heun, hgf_heun and pc (2·steps − 1 NFE: Heun ends with an Euler step, pc skips the last
+    correction), which get steps = ⌊(NFE + 1)/2⌋ so that they never exceed the budget. The
+    NFE reported is always the one measured by the sampler, never this estimate."""
+    return registry_steps_for_nfe(sampler, nfe)
 
 
 def applicable_samplers(velocity: bool) -> tuple[str, ...]:
@@ -761,7 +751,7 @@ def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, A
     rows = []
     nets: dict[str, torch.nn.Module] = {}
     for name, fn in SAMPLERS.items():
-        velocity = name.startswith("hgf_")  # position-only velocity models (docs/hgf.md)
+        velocity = name in VELOCITY_SAMPLERS  # position-only velocity models (docs/hgf.md)
         process = P.ohgf() if velocity else P.vp() if name == "pc" else P.hold()
         if process.name not in nets:  # pc needs every block noisy; hgf_* an HGF
             torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Shared pieces of every sampler: the result type, NFE counting and time grids (SPEC §4)."""
+"""Shared pieces of every sampler: the result type, NFE counting, score read-out and the
+Euler/Heun loop (docs/design.md §4); time grids live in `phasediff.samplers.grids`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch
 
 from phasediff.objectives import parameterization_of
 from phasediff.processes import LinearProcess, apply_blocks
-
-GRIDS = ("uniform", "quadratic", "edm", "logb", "optimal")
+from phasediff.samplers.grids import GRIDS as GRIDS  # re-exported for the samplers
+from phasediff.samplers.grids import time_grid as time_grid
 
 
 @dataclass
@@ -36,44 +37,6 @@ class CountingModel:
     def __call__(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
         return self.model(z, t)
-
-
-def time_grid(
-    process: LinearProcess, steps: int, grid: str = "uniform", rho: float = 7.0
-) -> torch.Tensor:
-    """Decreasing float64 times T = t_0 > … > t_steps = t_min.
-
-    uniform: equal steps in t; quadratic: u ↦ 1 − (1 − u)², denser near t_min (PSLD's
-    quadratic striding); edm: EDM's ρ-spacing applied to the noise level σ(t) = √B(0, t)
-    (for VE this is EDM's σ; t = B⁻¹(σ²) exactly).
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}.")
-    if grid not in GRIDS:
-        raise ValueError(f"unknown time grid {grid!r}; valid grids are: {', '.join(GRIDS)}.")
-    if grid == "optimal":
-        from phasediff.samplers.exponential import optimal_grid
-
-        return optimal_grid(process, steps)
-    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    if grid == "edm":
-        if not rho > 0:
-            raise ValueError(f"rho must be > 0, got {rho}.")
-        ends = torch.tensor([process.T, process.t_min], dtype=torch.float64)
-        s_max, s_min = process.beta_integral(ends).sqrt().tolist()
-        sigma = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-        times = process.schedule.inverse_integral(sigma**2)
-        times[0], times[-1] = process.T, process.t_min
-        return times
-    if grid == "logb":
-        ends = torch.tensor([process.T, process.t_min], dtype=torch.float64)
-        lo, hi = process.beta_integral(ends).log().tolist()
-        times = process.schedule.inverse_integral((lo + u * (hi - lo)).exp())
-        times[0], times[-1] = process.T, process.t_min
-        return times
-    if grid == "quadratic":
-        u = 1 - (1 - u) ** 2
-    return process.T + (process.t_min - process.T) * u
 
 
 def score_factors(process: LinearProcess, times: torch.Tensor) -> torch.Tensor:

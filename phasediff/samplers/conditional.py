@@ -1,4 +1,5 @@
-"""Conditional synthesis for every linear process (SPEC §4; derivation in docs/images.md).
+"""Conditional synthesis for every linear process (docs/design.md §4; derivation in
+docs/images.md).
 
 **Inpainting by replacement through the exact kernel.** Given data x₀ on a set K of known
 pixels, after every sampler step that lands at time t the state of the known pixels — *all*
@@ -46,6 +47,7 @@ from torch import nn
 from phasediff.objectives import parameterization_of, score_from_output
 from phasediff.processes import LinearProcess, apply_blocks
 from phasediff.samplers.base import Samples
+from phasediff.samplers.registry import get_sampler, resolve, sampler_names
 
 __all__ = [
     "INPAINT_SAMPLERS",
@@ -56,8 +58,9 @@ __all__ = [
     "load_condition",
 ]
 
-INPAINT_SAMPLERS = ("em", "euler", "heun", "pc", "lie_trotter", "strang", "ei", "ei1", "ei3")
-"""Samplers that continue from the tensor their callback received (in-place edits count)."""
+INPAINT_SAMPLERS = sampler_names(inpaint=True)
+"""Samplers that continue from the tensor their callback received (in-place edits count):
+the registry's entries with ``inpaint=True``."""
 
 
 def _as_tensor(value: object, name: str) -> torch.Tensor:
@@ -187,12 +190,10 @@ def inpaint(
     the exact kernel; module docstring). ``known`` and ``mask`` are shaped (batch, *data_shape)
     and broadcast against each other (a batch of 1 is shared; ``broadcast_condition`` expands
     one example to a batch). ``options`` go to the sampler (grid, denoise, eta, …)."""
-    from phasediff.samplers import get_sampler
-
-    if sampler not in INPAINT_SAMPLERS:
+    if sampler not in INPAINT_SAMPLERS or not resolve(sampler, model).inpaint:
         raise ValueError(
-            f"inpainting needs a sampler that continues from its callback's state: one of "
-            f"{', '.join(INPAINT_SAMPLERS)}, got {sampler!r}."
+            f"inpainting needs a sampler that continues from its callback's state, for score "
+            f"models: one of {', '.join(INPAINT_SAMPLERS)}, got {sampler!r}."
         )
     if options.get("corrector"):
         raise ValueError(

@@ -1,5 +1,5 @@
 """HGF samplers: integrate the learned position ODE dx/dt = V_θ(x, t) from T down to t_min
-(Holderrieth et al. 2024; SPEC §3; docs/hgf.md).
+(Holderrieth et al. 2024; docs/design.md §3; docs/hgf.md).
 
 A velocity model (parameterization "velocity", trained by the "velocity" objective) sees the
 position block only, so the state here is x alone, shaped (B, 1, *data_shape); it starts from
@@ -26,7 +26,8 @@ from phasediff.objectives.hamiltonian import (
     predicts_x0,
 )
 from phasediff.processes import LinearProcess
-from phasediff.samplers.base import Samples, check_shape, euler_heun_loop, time_grid
+from phasediff.samplers.base import Samples, check_shape, euler_heun_loop
+from phasediff.samplers.grids import time_grid
 
 
 class _CountingVelocity:
