@@ -200,5 +200,49 @@ def denoiser_gain(model, process: LinearProcess, t: torch.Tensor) -> torch.Tenso
             "weighting 'denoiser' needs a preconditioned model (model.precondition = true); "
             "use weighting 'eps' for plain networks."
         )
-    g = reference_coefficients(process, t.detach().to("cpu", torch.float64), inner.sigma_data)["g"]
-    return g.pow(2).sum(-1)
+    tt = t.detach().to("cpu", torch.float64).reshape(-1)
+    if tt.numel() > 1 and bool((tt == tt[0]).all()):
+        g = reference_coefficients(process, tt[:1], inner.sigma_data)["g"]
+        return g.pow(2).sum(-1).expand(tt.numel())
+    return reference_coefficients(process, tt, inner.sigma_data)["g"].pow(2).sum(-1)
+
+
+class NoiseLevelDensity:
+    """EDM's training density over noise levels for any linear process: the VE-equivalent
+    noise ratio s = σ/σ_data is log-normal, log s ~ N(p_mean, p_std²) (EDM: P_mean = −1.2,
+    P_std = 1.2 at σ_data = 0.5, i.e. p_mean ≈ −0.5 here), and t is the time whose reference
+    posterior std matches, c_out(t)/σ_data = s/√(1 + s²) (k = 1 VE: exactly EDM's σ).
+    c_out(t) is monotone (a Markov chain only loses information about x₀), so t is found by
+    interpolating a table of ℓ(t) = log(c_out/σ_data) on 4096 times, log-spaced near t_min;
+    levels outside [ℓ(t_min), ℓ(T)] are clamped to the ends."""
+
+    def __init__(
+        self, process: LinearProcess, sigma_data: float, p_mean: float = -0.5, p_std: float = 1.2
+    ) -> None:
+        if not p_std > 0:
+            raise ValueError(f"p_std must be > 0, got {p_std!r}.")
+        lo, hi = process.t_min, process.T
+        u = torch.linspace(0.0, 1.0, 2048, dtype=torch.float64)
+        t = torch.cat((lo * (hi / lo) ** u, lo + (hi - lo) * u)).sort().values
+        t = t.clamp(lo, hi).unique()
+        ell = 0.5 * reference_coefficients(process, t, sigma_data)["log_cout2"] - math.log(
+            sigma_data
+        )
+        ell = torch.cummax(ell, 0)[0]  # guard against rounding non-monotonicity
+        self.t, self.ell = t, ell
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+
+    def __call__(
+        self, batch: int, generator: torch.Generator | None = None, device=None
+    ) -> torch.Tensor:
+        """(batch,) float64 times."""
+        log_s = self.p_mean + self.p_std * torch.randn(
+            batch, generator=generator, dtype=torch.float64
+        )
+        target = log_s - 0.5 * torch.log1p(torch.exp(2 * log_s))
+        idx = torch.searchsorted(self.ell, target.clamp(self.ell[0], self.ell[-1]))
+        idx = idx.clamp(1, len(self.t) - 1)
+        e0, e1 = self.ell[idx - 1], self.ell[idx]
+        w = ((target - e0) / (e1 - e0).clamp_min(1e-300)).clamp(0, 1)
+        t = self.t[idx - 1] + w * (self.t[idx] - self.t[idx - 1])
+        return t.to(device) if device is not None else t

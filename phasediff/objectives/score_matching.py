@@ -97,11 +97,14 @@ def _loss(
     t: torch.Tensor | None,
     hybrid: bool,
     reduce: bool,
+    time_sampler: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     _check(process, weighting)
     kind = parameterization_of(model)
     B = x0.shape[0]
-    if t is None:
+    if t is None and time_sampler is not None:  # e.g. preconditioning.NoiseLevelDensity
+        t = time_sampler(B, generator, device=x0.device)
+    elif t is None:
         t = sample_times(process, B, generator, device=x0.device)
     else:
         t = process.check_time(t).to(x0.device)
@@ -154,11 +157,13 @@ def hybrid_score_matching(
     weighting: str = "eps",
     t: torch.Tensor | None = None,
     reduce: bool = True,
+    time_sampler: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Hybrid score matching (CLD, PSLD): auxiliaries marginalised exactly through the kernel,
     block-coordinate on the noisy blocks (HOLD's BCSM is this loss for HOLD). `t` fixes the
-    times (else t ~ U[t_min, T]); `reduce=False` returns the per-sample losses."""
-    return _loss(model, process, x0, generator, weighting, t, True, reduce)
+    times (else t ~ U[t_min, T], or `time_sampler(batch, generator, device)`); `reduce=False`
+    returns the per-sample losses."""
+    return _loss(model, process, x0, generator, weighting, t, True, reduce, time_sampler)
 
 
 def denoising_score_matching(
@@ -170,10 +175,11 @@ def denoising_score_matching(
     weighting: str = "eps",
     t: torch.Tensor | None = None,
     reduce: bool = True,
+    time_sampler: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Plain DSM: the auxiliaries at t = 0 are sampled and conditioned on, so the target is the
     score of z_t | (x₀, aux₀) — higher variance than HSM, kept for comparison."""
-    return _loss(model, process, x0, generator, weighting, t, False, reduce)
+    return _loss(model, process, x0, generator, weighting, t, False, reduce, time_sampler)
 
 
 block_coordinate_score_matching = hybrid_score_matching

@@ -103,6 +103,13 @@ class ModelConfig(_Strict):
 class ObjectiveConfig(_Strict):
     name: str = "hsm"
     weighting: str = "eps"
+    time_density: Literal["uniform", "edm"] = Field(
+        "uniform",
+        description="training times: uniform on [t_min, T], or EDM's log-normal noise level "
+        "log(σ/σ_data) ~ N(p_mean, p_std²) mapped to t (preconditioned models only)",
+    )
+    p_mean: float = -0.5
+    p_std: float = Field(1.2, gt=0.0)
 
     @field_validator("name")
     @classmethod
@@ -160,8 +167,9 @@ class TrainConfig(_Strict):
         return v
 
 
-class HSMConfig(_Strict):
-    """Hamiltonian score matching (objective.name = "hamiltonian_score_matching", docs/hgf.md):
+class HamiltonianSMConfig(_Strict):
+    """The `[hamiltonian_sm]` section: Hamiltonian score matching (objective.name =
+    "hamiltonian_score_matching", docs/hgf.md):
     trajectories of x' = v, v' = F_θ(x) on [0, horizon] by leapfrog, `velocity_steps` updates
     of the velocity predictor (learning rate velocity_lr) per force update."""
 
@@ -181,7 +189,21 @@ class Config(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    hsm: HSMConfig = Field(default_factory=HSMConfig)
+    hamiltonian_sm: HamiltonianSMConfig = Field(default_factory=HamiltonianSMConfig)
+
+
+# The `[hamiltonian_sm]` section was called `[hsm]` until "hsm" came to mean only the hybrid
+# score matching objective. Configs stored in older checkpoints and run directories still carry
+# it (every dump did), so `config_from_dict` renames it; a config file is told to (`load_config`).
+OLD_HAMILTONIAN_SM_KEY = "hsm"
+
+
+def _renamed_section(places: list[str]) -> str:
+    return (
+        f"config section '{OLD_HAMILTONIAN_SM_KEY}' is now 'hamiltonian_sm' (the Hamiltonian "
+        f"score matching settings; 'hsm' names only the hybrid score matching objective): "
+        f"rename {' and '.join(places)} to hamiltonian_sm."
+    )
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -228,7 +250,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def config_from_dict(raw: dict) -> Config:
-    """Validate a raw dict; raises ValueError with one sentence per bad field."""
+    """Validate a raw dict; raises ValueError with one sentence per bad field. A stored config
+    with the old `hsm` section (checkpoints written before it became `hamiltonian_sm`) is read
+    with the section renamed."""
+    if isinstance(raw, dict) and OLD_HAMILTONIAN_SM_KEY in raw and "hamiltonian_sm" not in raw:
+        raw = {("hamiltonian_sm" if k == OLD_HAMILTONIAN_SM_KEY else k): v for k, v in raw.items()}
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -257,4 +283,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except OSError as exc:
         raise ValueError(f"config file {str(path)!r} cannot be read ({exc.strerror}).") from None
     raw.setdefault("name", path.stem)
+    places = (
+        [f"[{OLD_HAMILTONIAN_SM_KEY}] in {str(path)!r}"] if OLD_HAMILTONIAN_SM_KEY in raw else []
+    )
+    if any(parse_override(o)[0][0] == OLD_HAMILTONIAN_SM_KEY for o in overrides or []):
+        places.append(f"--set {OLD_HAMILTONIAN_SM_KEY}.…")
+    if places:
+        raise ValueError(_renamed_section(places))
     return config_from_dict(apply_overrides(raw, overrides or []))
