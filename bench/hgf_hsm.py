@@ -1,7 +1,8 @@
 """Hamiltonian score matching on 8 Gaussians: the discrepancy of known force fields, and the
 distance of the trained force to the true score along training (docs/hgf.md).
 
-Trains configs/toy_hsm.toml (any `--set` overrides apply) through the ordinary HSM trainer and
+Trains configs/toy_hamiltonian_sm.toml (any `--set` overrides apply) through the ordinary
+Hamiltonian-score-matching trainer (`HamiltonianSMTrainer`) and
 prints Markdown tables. The distance is Σ_i w_i‖F(g_i) − ∇log p(g_i)‖² / Σ_i w_i‖∇log p(g_i)‖²
 on a 61×61 grid over [−2.5, 2.5]² weighted by the data density w_i ∝ p(g_i). Usage:
 
@@ -27,7 +28,7 @@ from phasediff.data.toys import EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_STD  # n
 from phasediff.objectives.hamiltonian import mixture_score  # noqa: E402
 from phasediff.training import load_config  # noqa: E402
 from phasediff.training.hamiltonian_sm import (  # noqa: E402
-    HSMTrainer,
+    HamiltonianSMTrainer,
     estimate_discrepancy,
     relative_score_distance,
 )
@@ -58,9 +59,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(
-        "configs/toy_hsm.toml", [f"train.steps={args.steps}", "train.threads=1", *args.overrides]
+        "configs/toy_hamiltonian_sm.toml",
+        [f"train.steps={args.steps}", "train.threads=1", *args.overrides],
     )
-    hc = cfg.hsm
+    hc = cfg.hamiltonian_sm
     t0 = time.perf_counter()
 
     def sample_data(n: int, g: torch.Generator) -> torch.Tensor:
@@ -93,9 +95,9 @@ def main() -> None:
         print(f"| {name} | {est['hsd']:.4f} ± {est['stderr']:.4f} |", flush=True)
 
     root = args.out or Path(tempfile.mkdtemp(prefix="hgf_hsm_"))
-    trainer = HSMTrainer(cfg, root, progress=False)
+    trainer = HamiltonianSMTrainer(cfg, root, progress=False)
     grid, weights = density_grid()
-    print("\n### HSM training (configs/toy_hsm.toml)\n")
+    print("\n### Hamiltonian score matching training (configs/toy_hamiltonian_sm.toml)\n")
     print("| step | φ loss | discrepancy (θ loss) | distance F_θ | distance EMA | seconds |")
     print("|---|---|---|---|---|---|")
     start = relative_score_distance(trainer.force, true_score, grid, weights)

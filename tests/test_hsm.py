@@ -20,7 +20,7 @@ from phasediff.objectives.hamiltonian import (
 from phasediff.training import load_config, load_trained
 from phasediff.training.hamiltonian_sm import (
     ForceField,
-    HSMTrainer,
+    HamiltonianSMTrainer,
     discrepancy_loss,
     estimate_discrepancy,
     fit_velocity,
@@ -155,7 +155,7 @@ def test_hsm_training_moves_the_force_towards_the_true_score():
 
 def _small(*extra: str):
     return load_config(
-        "configs/toy_hsm.toml",
+        "configs/toy_hamiltonian_sm.toml",
         [
             "train.steps=6",
             "train.batch_size=32",
@@ -163,8 +163,8 @@ def _small(*extra: str):
             "train.ckpt_every=3",
             "train.threads=1",
             "data.n_train=500",
-            "hsm.velocity_steps=2",
-            "hsm.leapfrog_steps=4",
+            "hamiltonian_sm.velocity_steps=2",
+            "hamiltonian_sm.leapfrog_steps=4",
             "model.hidden=16",
             *extra,
         ],
@@ -176,7 +176,7 @@ def test_phasediff_train_runs_hsm_and_resumes_bit_for_bit(tmp_path):
         app,
         [
             "train",
-            "configs/toy_hsm.toml",
+            "configs/toy_hamiltonian_sm.toml",
             "--out",
             str(tmp_path / "cli"),
             "--no-progress",
@@ -193,10 +193,10 @@ def test_phasediff_train_runs_hsm_and_resumes_bit_for_bit(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli" / "checkpoints" / "step_00000003.safetensors").is_file()
 
-    straight = HSMTrainer(_small(), tmp_path / "a", progress=False)
+    straight = HamiltonianSMTrainer(_small(), tmp_path / "a", progress=False)
     straight.fit()
-    HSMTrainer(_small(), tmp_path / "b", progress=False).fit(3)
-    resumed = HSMTrainer(_small(), tmp_path / "b", resume=True, progress=False)
+    HamiltonianSMTrainer(_small(), tmp_path / "b", progress=False).fit(3)
+    resumed = HamiltonianSMTrainer(_small(), tmp_path / "b", resume=True, progress=False)
     assert resumed.step == 3
     resumed.fit()
     for p, q in zip(straight.force.parameters(), resumed.force.parameters(), strict=True):
@@ -213,10 +213,10 @@ def test_phasediff_train_runs_hsm_and_resumes_bit_for_bit(tmp_path):
 
 
 def test_hsm_config_errors_are_one_sentence(tmp_path):
-    with pytest.raises(ValueError, match="config field 'hsm.horizon' is invalid"):
-        _small("hsm.horizon=0")
+    with pytest.raises(ValueError, match="config field 'hamiltonian_sm.horizon' is invalid"):
+        _small("hamiltonian_sm.horizon=0")
     with pytest.raises(ValueError, match="valid objectives are: .*hamiltonian_score_matching"):
         _small("objective.name='hsm2'")
     with pytest.raises(ValueError, match="needs vector data"):
-        HSMTrainer(_small("data.name='digits'"), tmp_path / "digits", progress=False)
+        HamiltonianSMTrainer(_small("data.name='digits'"), tmp_path / "digits", progress=False)
     assert not (tmp_path / "digits").exists()

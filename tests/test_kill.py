@@ -74,11 +74,11 @@ def _hang(spec: tuple[str, int, str], log: str) -> None:
     data. An event "hang" tells the test to kill now."""
     import pathlib
 
-    from phasediff.training import trainer as trainer_module
+    from phasediff.training import run as run_module  # every trainer saves through it
 
     op, index, when = spec
     state = {"save": 0, "calls": 0, "armed": False}
-    real_save = trainer_module.save_checkpoint
+    real_save = run_module.save_checkpoint
 
     def save(*args, **kwargs):
         state["save"] += 1
@@ -111,7 +111,7 @@ def _hang(spec: tuple[str, int, str], log: str) -> None:
 
         return call
 
-    trainer_module.save_checkpoint = save
+    run_module.save_checkpoint = save
     if op == "unlink":
         pathlib.Path.unlink = wrap(pathlib.Path.unlink)
     else:

@@ -222,10 +222,10 @@ def test_metrics_log_drops_a_cut_row_and_upgrades_an_old_header(tmp_path):
 
 def _fail_in_save(monkeypatch, op: str, n: int, err: int) -> None:
     """Make the n-th call of os.<op> made while a checkpoint is being saved raise `err`."""
-    from phasediff.training import trainer as trainer_module
+    from phasediff.training import run as run_module  # every trainer saves through it
 
     state = {"armed": False, "calls": 0}
-    real_save, real_op = trainer_module.save_checkpoint, getattr(os, op)
+    real_save, real_op = run_module.save_checkpoint, getattr(os, op)
 
     def save(*args, **kwargs):
         state["armed"] = True
@@ -241,7 +241,7 @@ def _fail_in_save(monkeypatch, op: str, n: int, err: int) -> None:
                 raise OSError(err, os.strerror(err))
         return real_op(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", save)
+    monkeypatch.setattr(run_module, "save_checkpoint", save)
     monkeypatch.setattr(os, op, call)
 
 

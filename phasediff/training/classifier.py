@@ -28,6 +28,7 @@ from phasediff.objectives import sample_times
 from phasediff.processes import LinearProcess
 from phasediff.training.checkpoint import atomic_write_bytes, process_mismatch
 from phasediff.training.config import Config, config_from_dict, load_config
+from phasediff.training.run import first_non_finite_gradient, non_finite_error, open_run_dir
 
 __all__ = ["NoisyClassifier", "load_classifier", "train_classifier"]
 
@@ -188,10 +189,7 @@ def train_classifier(
     out = Path(out)
     if (out / META_FILE).exists():
         raise ValueError(f"{str(out)!r} already holds a classifier; choose another --out.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"cannot create {str(out)!r} ({exc.strerror}).") from None
+    open_run_dir(out, what="classifier directory")
     n_classes = int(data.labels.max()) + 1
     torch.manual_seed(seed)
     clf = NoisyClassifier(
@@ -208,11 +206,15 @@ def train_classifier(
         z, _ = process.sample_marginal(x0, t, generator=gen)
         loss = F.cross_entropy(clf(z, t.to(z.dtype)), y)
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise ValueError(f"classifier training hit a non-finite loss at step {step}.")
         opt.zero_grad(set_to_none=True)
+        if not math.isfinite(value):  # the run skeleton's policy, with nothing to skip to
+            raise non_finite_error(step, "loss")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)
+        params = list(clf.parameters())
+        total_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not math.isfinite(float(total_norm)):
+            raise non_finite_error(step, first_non_finite_gradient(clf.named_parameters()))
+        torch.nn.utils.clip_grads_with_norm_(params, 1.0, total_norm)
         opt.step()
         window = (window + [value])[-100:]
     clf.eval()

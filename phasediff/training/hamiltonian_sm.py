@@ -1,26 +1,24 @@
-"""Hamiltonian score matching (HSM): learn a score F_θ without noise by alternating a
+"""Hamiltonian score matching: learn a score F_θ without noise by alternating a
 velocity-predictor step and a force step (Holderrieth et al. 2024; docs/design.md §3; docs/hgf.md).
 
 Each iteration draws x₀ ~ data, v₀ ~ N(0, I), simulates x' = v, v' = F_θ(x) by leapfrog on
-[0, T] (`hsm.leapfrog_steps` steps) and then
+[0, T] (`hamiltonian_sm.leapfrog_steps` steps) and then
 
-1. φ step (`hsm.velocity_steps` times, fresh trajectories each, no gradient to θ): minimise
-   E‖φ(x_t, t) − v_t‖², so φ → φ*_t(x) = E[v_t | x_t = x];
+1. φ step (`hamiltonian_sm.velocity_steps` times, fresh trajectories each, no gradient to θ):
+   minimise E‖φ(x_t, t) − v_t‖², so φ → φ*_t(x) = E[v_t | x_t = x];
 2. θ step: minimise T·E[2 φ(x_t, t)·v_t − ‖φ(x_t, t)‖²] with φ frozen, differentiated through
    the simulated trajectory. At φ = φ* this value is the Hamiltonian score discrepancy
    HSD(θ) = ∫ E‖φ*_t‖² dt and its θ-gradient is ∇HSD (envelope theorem), so θ descends HSD,
    which is zero iff F_θ = ∇log p_data.
 
-The loop is resumable bit for bit: both networks, the force EMA, both AdamW states and the
-generator are checkpointed in the atomic safetensors + JSON format of `checkpoint.py`.
+The loop is a `TrainingRun` (training/run.py) and resumable bit for bit: both networks, the
+force EMA, both AdamW states and the generator are checkpointed in the atomic safetensors +
+JSON format of `checkpoint.py`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -29,23 +27,15 @@ from torch import nn
 from phasediff.data import DataSource, get_data
 from phasediff.models import TimeMLP, count_parameters
 from phasediff.objectives.hamiltonian import (
+    HAMILTONIAN_SCORE_MATCHING,
     VELOCITY,
     discrepancy_bound,
     simulate_phase_space,
     velocity_predictor_loss,
 )
-from phasediff.training.checkpoint import (
-    decode_state,
-    encode_state,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-    split_prefix,
-)
+from phasediff.training.checkpoint import load_checkpoint, split_prefix
 from phasediff.training.config import Config, config_from_dict
-from phasediff.training.errors import NonFiniteLossError
-
-CSV_FIELDS = ["step", "velocity_loss", "discrepancy", "lr", "grad_norm", "seconds"]
+from phasediff.training.run import TrainingRun, first_non_finite_gradient
 
 
 class ForceField(nn.Module):
@@ -177,23 +167,26 @@ def relative_score_distance(
 
 
 # ------------------------------------------------------------------------------ trainer
-class HSMTrainer:
+class HamiltonianSMTrainer(TrainingRun):
     """Train a force field F_θ by Hamiltonian score matching for `config` in `run_dir`.
 
     Uses config.data (vector data), config.model (hidden, depth, time_dim for both networks),
-    config.train (steps, batch_size, lr and warmup for θ, grad_clip, ema_decay, logging,
-    checkpoints, threads) and config.hsm (horizon, leapfrog_steps, velocity_steps,
-    velocity_lr). resume=True continues from the newest valid checkpoint.
+    config.train (steps, batch_size, lr, warmup and lr_decay for θ, grad_clip, ema_decay,
+    skip_nonfinite, logging, checkpoints, threads) and config.hamiltonian_sm (horizon,
+    leapfrog_steps, velocity_steps, velocity_lr). resume=True continues from the newest valid
+    checkpoint. The run plumbing (run directory, metrics.csv, checkpoints, EMA of F_θ, learning
+    rate, non-finite policy) is `TrainingRun`'s; a step that meets a NaN/Inf in any φ or θ loss
+    or gradient leaves both networks and both optimizers as they were before it.
     """
+
+    averaged = ("velocity_loss", "discrepancy")
+    resume_sections = ("model", "data", "hamiltonian_sm")
+    description = "Hamiltonian score matching"
 
     def __init__(
         self, config: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True
     ) -> None:
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.progress = progress
-        tc, hc, mc = config.train, config.hsm, config.model
+        tc, hc, mc = config.train, config.hamiltonian_sm, config.model
         if tc.threads:
             torch.set_num_threads(tc.threads)
         if tc.device != "cpu":
@@ -206,208 +199,105 @@ class HSMTrainer:
                 f"Hamiltonian score matching needs model.kind = 'mlp' (vector data), "
                 f"got {mc.kind!r}."
             )
-        has_ckpt = self.ckpt_dir.is_dir() and bool(list_checkpoints(self.ckpt_dir))
-        if has_ckpt and not resume:
+        data = get_data(config.data.name, n_train=config.data.n_train, seed=config.seed)
+        if len(data.data_shape) != 1:
             raise ValueError(
-                f"run directory {str(self.run_dir)!r} already holds checkpoints; pass --resume "
-                f"to continue it or choose another --out."
+                f"Hamiltonian score matching needs vector data, but dataset {data.name!r} "
+                f"has shape {data.data_shape}."
             )
-        if resume and not has_ckpt:
-            raise ValueError(f"--resume was given but {str(self.run_dir)!r} holds no checkpoint.")
-        torch.manual_seed(config.seed)
-        self.data = get_data(config.data.name, n_train=config.data.n_train, seed=config.seed)
-        if len(self.data.data_shape) != 1:
-            raise ValueError(
-                f"Hamiltonian score matching needs vector data, but dataset {self.data.name!r} "
-                f"has shape {self.data.data_shape}."
-            )
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(
-                f"cannot write to run directory {str(self.run_dir)!r} ({exc.strerror})."
-            ) from None
-        d = self.data.data_shape[0]
+        super().__init__(config, run_dir, resume=resume, progress=progress)
+        self.data = data
+        d = data.data_shape[0]
         self.force = ForceField(d, hidden=mc.hidden, depth=mc.depth)
         self.velocity = velocity_predictor(
             d, hc.horizon, hidden=mc.hidden, depth=mc.depth, time_dim=mc.time_dim
         )
-        self.ema = [p.detach().clone() for p in self.force.parameters()]
+        self.track_ema(self.force.named_parameters())
         self.opt_force = torch.optim.AdamW(
             self.force.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay
         )
         self.opt_velocity = torch.optim.AdamW(
             self.velocity.parameters(), lr=hc.velocity_lr, betas=tc.betas
         )
-        self.generator = torch.Generator().manual_seed(config.seed + 1)
-        self.step = 0
-        self.history: list[tuple[float, float]] = []
-        if resume:
-            self._restore(load_checkpoint(self.ckpt_dir))
-        (self.run_dir / "config.json").write_text(json.dumps(config.model_dump(), indent=1))
-
-    def lr_at(self, step: int) -> float:
-        warm = self.config.train.warmup
-        return self.config.train.lr * (min(1.0, step / warm) if warm else 1.0)
+        self.begin()
 
     def train_step(self) -> tuple[float, float, float]:
-        """velocity_steps φ steps, then one θ step; returns (φ loss, discrepancy, grad norm)."""
-        tc, hc = self.config.train, self.config.hsm
+        """velocity_steps φ steps, then one θ step; returns (φ loss, discrepancy, grad norm of
+        F_θ before clipping). A NaN/Inf loss or gradient rolls the φ steps of this step back and
+        stops or skips the batch (`skip_or_stop`)."""
+        tc, hc = self.config.train, self.config.hamiltonian_sm
         step = self.step + 1
-        for group in self.opt_force.param_groups:
-            group["lr"] = self.lr_at(step)
+        self.set_lr(self.opt_force, step)
+        before = _snapshot(self.velocity, self.opt_velocity)
         phi_loss = math.nan
         for _ in range(hc.velocity_steps):
             x0 = self.data.batch(tc.batch_size, self.generator)
-            phi_loss = fit_velocity(
-                self.force,
-                self.velocity,
-                self.opt_velocity,
-                x0,
-                self.generator,
-                hc.horizon,
-                hc.leapfrog_steps,
-            )
+            with torch.no_grad():
+                x_t, v_t, t = simulate_phase_space(
+                    self.force, x0, hc.horizon, hc.leapfrog_steps, self.generator
+                )
+            loss = velocity_predictor_loss(self.velocity, x_t, v_t, t)
+            self.opt_velocity.zero_grad(set_to_none=True)
+            phi_loss = float(loss.detach())
+            bad = None if math.isfinite(phi_loss) else "velocity-predictor loss"
+            if bad is None:
+                loss.backward()
+                grads = [p.grad for p in self.velocity.parameters() if p.grad is not None]
+                if not math.isfinite(float(torch.nn.utils.get_total_norm(grads))):
+                    bad = first_non_finite_gradient(self.velocity.named_parameters(), "velocity.")
+            if bad is not None:
+                _restore_snapshot(self.velocity, self.opt_velocity, before)
+                return self.skip_or_stop(step, bad)
+            self.opt_velocity.step()
         x0 = self.data.batch(tc.batch_size, self.generator)
         loss = discrepancy_loss(
             self.force, self.velocity, x0, self.generator, hc.horizon, hc.leapfrog_steps
         )
         self.opt_force.zero_grad(set_to_none=True)
-        loss.backward()
-        params = list(self.force.parameters())
-        if tc.grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
-        else:
-            grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
         value = float(loss.detach())
-        if not all(math.isfinite(x) for x in (value, grad_norm, phi_loss)):
-            raise NonFiniteLossError(
-                f"non-finite Hamiltonian score matching loss at step {step}; training stopped "
-                f"and the last good checkpoint in {str(self.ckpt_dir)!r} is kept.",
-                step=step,
-            )
+        bad = None if math.isfinite(value) else "discrepancy loss"
+        if bad is None:
+            loss.backward()
+            params = list(self.force.parameters())
+            total_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            grad_norm = float(total_norm)
+            if not math.isfinite(grad_norm):
+                bad = first_non_finite_gradient(self.force.named_parameters(), "force.")
+        if bad is not None:
+            _restore_snapshot(self.velocity, self.opt_velocity, before)
+            return self.skip_or_stop(step, bad)
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grads_with_norm_(params, tc.grad_clip, total_norm)
         self.opt_force.step()
-        with torch.no_grad():
-            torch._foreach_lerp_(self.ema, [p.detach() for p in params], 1.0 - tc.ema_decay)
+        self.update_ema()
         self.step = step
         return phi_loss, value, grad_norm
 
-    def fit(self, steps: int | None = None) -> dict:
-        """Train until `steps` (default config.train.steps); returns a summary dict."""
-        from tqdm import tqdm
+    # ----------------------------------------------------------------- run hooks
+    @property
+    def progress_label(self) -> str:
+        return "hamiltonian_sm"
 
-        tc = self.config.train
-        target = tc.steps if steps is None else steps
-        csv_path = self.run_dir / "metrics.csv"
-        _truncate_rows(csv_path, self.step)
-        new_file = not csv_path.exists()
-        t_start = time.perf_counter()
-        window: list[tuple[float, float]] = []
-        bar = tqdm(total=target, initial=self.step, disable=not self.progress, desc="hsm")
-        with open(csv_path, "a", newline="") as fh:
-            writer = csv.writer(fh)
-            if new_file:
-                writer.writerow(CSV_FIELDS)
-            while self.step < target:
-                phi_loss, hsd, grad_norm = self.train_step()
-                self.history.append((phi_loss, hsd))
-                window.append((phi_loss, hsd))
-                bar.update(1)
-                if self.step % tc.log_every == 0 or self.step == target:
-                    mean_phi = sum(w[0] for w in window) / len(window)
-                    mean_hsd = sum(w[1] for w in window) / len(window)
-                    window.clear()
-                    writer.writerow(
-                        [
-                            self.step,
-                            f"{mean_phi:.6g}",
-                            f"{mean_hsd:.6g}",
-                            f"{self.lr_at(self.step):.6g}",
-                            f"{grad_norm:.4g}",
-                            f"{time.perf_counter() - t_start:.2f}",
-                        ]
-                    )
-                    fh.flush()
-                    bar.set_postfix(hsd=f"{mean_hsd:.4f}")
-                if self.step % tc.ckpt_every == 0 or self.step == target:
-                    self.save()
-        bar.close()
-        return {
-            "step": self.step,
-            "final_discrepancy": self.history[-1][1] if self.history else math.nan,
-            "seconds": time.perf_counter() - t_start,
-            "parameters": count_parameters(self.force) + count_parameters(self.velocity),
-            "run_dir": str(self.run_dir),
-        }
+    def parameter_count(self) -> int:
+        return count_parameters(self.force) + count_parameters(self.velocity)
 
-    # ----------------------------------------------------------------- state
-    def state_tensors(self) -> dict[str, torch.Tensor]:
+    def optimizers(self) -> list[tuple[str, str, torch.optim.Optimizer]]:
+        return [
+            ("optim_force", "optimizer", self.opt_force),
+            ("optim_velocity", "velocity_optimizer", self.opt_velocity),
+        ]
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"force.{k}": v for k, v in self.force.state_dict().items()}
         tensors.update({f"velocity.{k}": v for k, v in self.velocity.state_dict().items()})
-        names = [n for n, _ in self.force.named_parameters()]
-        tensors.update({f"ema.{n}": e for n, e in zip(names, self.ema, strict=True)})
-        for tag, opt in (("optim_force", self.opt_force), ("optim_velocity", self.opt_velocity)):
-            for idx, state in opt.state_dict()["state"].items():
-                for key, value in state.items():
-                    tensors[f"{tag}.{idx}.{key}"] = torch.as_tensor(value)
         return tensors
 
-    def save(self) -> Path:
-        groups = {
-            tag: [
-                {k: v for k, v in g.items() if k != "params"}
-                for g in opt.state_dict()["param_groups"]
-            ]
-            for tag, opt in (("force", self.opt_force), ("velocity", self.opt_velocity))
-        }
-        meta = {
-            "config": self.config.model_dump(),
-            "objective": "hamiltonian_score_matching",
-            "optimizer": {"param_groups": groups["force"]},
-            "velocity_optimizer": {"param_groups": groups["velocity"]},
-            "generator_state": encode_state(self.generator.get_state()),
-            "torch_rng_state": encode_state(torch.get_rng_state()),
-            "parameterization": "score",
-        }
-        return save_checkpoint(
-            self.ckpt_dir, self.step, self.state_tensors(), meta, self.config.train.keep_last
-        )
+    def checkpoint_meta(self) -> dict:
+        return {"objective": HAMILTONIAN_SCORE_MATCHING, "parameterization": "score"}
 
-    def _restore(self, loaded: tuple[dict, dict[str, torch.Tensor]]) -> None:
-        meta, tensors = loaded
-        saved = config_from_dict(meta["config"])
-        for section in ("model", "data", "hsm"):
-            if getattr(saved, section) != getattr(self.config, section):
-                raise ValueError(
-                    f"the checkpoint in {str(self.ckpt_dir)!r} was trained with a different "
-                    f"{section} section; resume with the same config."
-                )
-        try:
-            self.force.load_state_dict(split_prefix(tensors, "force"))
-            self.velocity.load_state_dict(split_prefix(tensors, "velocity"))
-            ema = split_prefix(tensors, "ema")
-            self.ema = [ema[n].clone() for n, _ in self.force.named_parameters()]
-            for tag, key, opt in (
-                ("optim_force", "optimizer", self.opt_force),
-                ("optim_velocity", "velocity_optimizer", self.opt_velocity),
-            ):
-                state: dict[int, dict[str, torch.Tensor]] = {}
-                for name, value in split_prefix(tensors, tag).items():
-                    idx, field = name.split(".", 1)
-                    state.setdefault(int(idx), {})[field] = value
-                groups = meta[key]["param_groups"]
-                current = opt.state_dict()["param_groups"]
-                for g, c in zip(groups, current, strict=True):
-                    g["params"] = c["params"]
-                opt.load_state_dict({"state": state, "param_groups": groups})
-            self.generator.set_state(decode_state(meta["generator_state"]))
-            torch.set_rng_state(decode_state(meta["torch_rng_state"]))
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(
-                f"the checkpoint in {str(self.ckpt_dir)!r} is not a resumable Hamiltonian score "
-                f"matching checkpoint ({type(exc).__name__}: {exc})."
-            ) from None
-        self.step = int(meta["step"])
+    def load_model_tensors(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.force.load_state_dict(split_prefix(tensors, "force"))
+        self.velocity.load_state_dict(split_prefix(tensors, "velocity"))
 
     def ema_force(self) -> ForceField:
         """A copy of F_θ carrying the EMA weights."""
@@ -419,29 +309,34 @@ class HSMTrainer:
         return force.eval()
 
 
-def _truncate_rows(path: Path, step: int) -> None:
-    """Drop CSV rows logged after `step` (a run killed after its last checkpoint)."""
-    if not path.exists():
-        return
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows(kept)
+def _snapshot(net: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[list, dict]:
+    """Copies of a network's parameters and its optimizer's state (to undo a bad step)."""
+    import copy
+
+    params = [p.detach().clone() for p in net.parameters()]
+    return params, copy.deepcopy(optimizer.state_dict())
 
 
-def train_hsm(
+def _restore_snapshot(net: nn.Module, optimizer: torch.optim.Optimizer, snapshot) -> None:
+    params, state = snapshot
+    with torch.no_grad():
+        torch._foreach_copy_(list(net.parameters()), params)
+    optimizer.load_state_dict(state)
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_hamiltonian_sm(
     config: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True
 ) -> dict:
     """Train `config` (objective.name = "hamiltonian_score_matching") into `run_dir`."""
-    return HSMTrainer(config, run_dir, resume=resume, progress=progress).fit()
+    return HamiltonianSMTrainer(config, run_dir, resume=resume, progress=progress).fit()
 
 
 def load_force(path: str | Path, *, ema: bool = True) -> tuple[ForceField, Config, DataSource]:
     """(F_θ, config, data) of a Hamiltonian score matching run directory or checkpoint; the
     force carries the EMA weights unless ema=False and is in eval mode."""
     meta, tensors = load_checkpoint(path)
-    if meta.get("objective") != "hamiltonian_score_matching":
+    if meta.get("objective") != HAMILTONIAN_SCORE_MATCHING:
         raise ValueError(
             f"{str(path)!r} is not a Hamiltonian score matching checkpoint; load score and "
             f"velocity models with phasediff.training.load_trained."

@@ -7,13 +7,7 @@ uninterrupted run's losses bit for bit (tested).
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
-import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,21 +26,33 @@ from phasediff.objectives.hamiltonian import (
 )
 from phasediff.processes import LinearProcess, get_process
 from phasediff.training.checkpoint import (
-    atomic_write_bytes,
-    decode_state,
-    encode_state,
-    list_checkpoints,
     load_checkpoint,
     process_mismatch,
-    save_checkpoint,
     split_prefix,
     state_dict_mismatch,
 )
 from phasediff.training.config import Config, config_from_dict
 from phasediff.training.distributed import Execution, setup_distributed, teardown_distributed
 from phasediff.training.errors import NonFiniteLossError
+from phasediff.training.run import (
+    TrainingRun,
+    first_non_finite_gradient,
+    metrics_fields,
+    truncate_metrics,
+)
 
-CSV_FIELDS = ["step", "loss", "lr", "grad_norm", "seconds", "skipped"]
+__all__ = [
+    "CSV_FIELDS",
+    "NonFiniteLossError",
+    "Trainer",
+    "build_data",
+    "build_model",
+    "build_process",
+    "data_rms",
+    "load_trained",
+]
+
+CSV_FIELDS = metrics_fields(("loss",))  # step, loss, lr, grad_norm, seconds, skipped
 
 
 def build_process(config: Config) -> LinearProcess:
@@ -178,12 +184,16 @@ def _build_network(
     )
 
 
-class Trainer:
+class Trainer(TrainingRun):
     """Train a score model for `config` in `run_dir` (created if needed).
 
     resume=True continues from the newest valid checkpoint in run_dir; otherwise run_dir must
-    not already hold checkpoints (nothing is overwritten).
+    not already hold checkpoints (nothing is overwritten). The run plumbing (run directory,
+    metrics.csv, checkpoints, EMA, learning rate, non-finite policy) is `TrainingRun`'s.
     """
+
+    averaged = ("loss",)
+    resume_sections = ("process", "model", "data")
 
     def __init__(
         self,
@@ -193,44 +203,29 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
     ) -> None:
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.progress = progress
         tc = config.train
         if tc.threads:
             torch.set_num_threads(tc.threads)
         # under torchrun: join the process group (docs/images.md); rank 0 of 1 otherwise
         self.dist = setup_distributed(tc.device)
-        self.device = self.dist.device or _device(tc.device)
-        has_ckpt = self.ckpt_dir.is_dir() and bool(list_checkpoints(self.ckpt_dir))
-        if has_ckpt and not resume:
-            raise ValueError(
-                f"run directory {str(self.run_dir)!r} already holds checkpoints; pass --resume "
-                f"to continue it or choose another --out."
-            )
-        if resume and not has_ckpt:
-            raise ValueError(f"--resume was given but {str(self.run_dir)!r} holds no checkpoint.")
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if self.dist.is_main:  # only rank 0 writes
-                probe = self.run_dir / ".write_test"
-                probe.write_text("ok")
-                probe.unlink()
-        except OSError as exc:
-            raise ValueError(
-                f"cannot write to run directory {str(self.run_dir)!r} ({exc.strerror})."
-            ) from None
-
-        torch.manual_seed(config.seed)
+        device = self.dist.device or _device(tc.device)
+        super().__init__(
+            config,
+            run_dir,
+            resume=resume,
+            progress=progress,
+            is_main=self.dist.is_main,
+            device=device,
+        )
         self.process = build_process(config)
         self.data = build_data(config)
         self.model = build_model(config, self.process, self.data).to(self.device)
         # DDP, autocast, channels-last, torch.compile, fp16 loss scaling (distributed.py)
         self.execution = Execution(self.model, tc, self.device, self.dist)
         self.objective = get_objective(config.objective.name)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.ema = [p.detach().clone() for p in self.params]
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
+        self.track_ema(named)
         self.optimizer = torch.optim.AdamW(
             self.params,
             lr=tc.lr,
@@ -238,27 +233,13 @@ class Trainer:
             weight_decay=tc.weight_decay,
             foreach=True,
         )
-        self.generator = torch.Generator(device="cpu").manual_seed(config.seed + 1)
-        self.step = 0
-        self.skipped = 0  # non-finite batches skipped so far (train.skip_nonfinite)
         self.losses: list[float] = []
-        if resume:
-            self._restore(load_checkpoint(self.ckpt_dir))
-        self.dist.seed_local_rng(config.seed, self.step)  # per-rank dropout RNG (DDP only)
-        if self.dist.is_main:
-            config_text = json.dumps(config.model_dump(), indent=1).encode()
-            atomic_write_bytes(self.run_dir / "config.json", config_text)
+        self.begin()
+
+    def after_restore_hook(self) -> None:
+        self.dist.seed_local_rng(self.config.seed, self.step)  # per-rank dropout RNG (DDP only)
 
     # ----------------------------------------------------------------- one step
-    def lr_at(self, step: int) -> float:
-        tc = self.config.train
-        scale = min(1.0, step / tc.warmup) if tc.warmup else 1.0
-        if tc.lr_decay == "cosine" and step > tc.warmup:
-            span = max(tc.steps - tc.warmup, 1)
-            done = min(1.0, (step - tc.warmup) / span)
-            scale = tc.lr_min_ratio + (1 - tc.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * done))
-        return tc.lr * scale
-
     def train_step(self) -> tuple[float, float]:
         """One optimisation step; returns (loss, gradient norm before clipping).
 
@@ -269,9 +250,7 @@ class Trainer:
         EMA and AdamW state are untouched, `self.skipped` grows and (nan, nan) is returned."""
         tc = self.config.train
         step = self.step + 1
-        lr = self.lr_at(step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        self.set_lr(self.optimizer, step)
         x0 = self.data.batch(tc.batch_size, self.generator).to(self.device)
         # the global batch on every rank; the network runs on this rank's shard (distributed.py)
         loss, value = self.execution.loss(
@@ -279,7 +258,7 @@ class Trainer:
         )
         self.optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(value):
-            return self._non_finite(step, "loss")
+            return self.skip_or_stop(step, "loss")
         self.execution.backward(loss)
         self.execution.unscale(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
@@ -289,183 +268,59 @@ class Trainer:
             if self.execution.overflow(self.optimizer):  # fp16: the scaler skips and backs off
                 self.step = step
                 return value, grad_norm
-            return self._non_finite(step, self._non_finite_gradient())
+            return self.skip_or_stop(step, first_non_finite_gradient(self.model.named_parameters()))
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grads_with_norm_(self.params, tc.grad_clip, total_norm)
         self.execution.step(self.optimizer)
-        torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1.0 - tc.ema_decay)
+        self.update_ema()
         self.step = step
         return value, grad_norm
 
-    def _non_finite_gradient(self) -> str:
-        for name, p in self.model.named_parameters():
-            if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-                return f"gradient of {name!r}"
-        return "gradient norm"
+    # ----------------------------------------------------------------- run hooks
+    def record(self, values: tuple[float, ...]) -> None:
+        self.losses.append(values[0])
 
-    def _non_finite(self, step: int, tensor: str) -> tuple[float, float]:
-        """Skip the batch of `step` (see train_step) or raise NonFiniteLossError."""
-        self.optimizer.zero_grad(set_to_none=True)
-        allowed = self.config.train.skip_nonfinite
-        if self.skipped >= allowed:
-            kept = list_checkpoints(self.ckpt_dir) if self.ckpt_dir.is_dir() else []
-            outcome = (
-                f"the last good checkpoint {str(kept[-1])!r} is kept"
-                if kept
-                else "no checkpoint had been written yet"
-            )
-            budget = (
-                f" after skipping {self.skipped} bad batches (--skip-nonfinite {allowed})"
-                if allowed
-                else ""
-            )
-            raise NonFiniteLossError(
-                f"non-finite {tensor} at step {step}{budget}; training stopped and {outcome}.",
-                step=step,
-                tensor=tensor,
-            )
-        self.skipped += 1
-        self.step = step
-        from tqdm import tqdm
+    def final_metrics(self) -> dict:
+        return {"final_loss": self.losses[-1] if self.losses else math.nan}
 
-        tqdm.write(
-            f"warning: skipped the batch of step {step} (non-finite {tensor}); "
-            f"{self.skipped} of {allowed} allowed skips used.",
-            file=sys.stderr,
-        )
-        return math.nan, math.nan
+    def parameter_count(self) -> int:
+        return count_parameters(self.model)
 
-    # ----------------------------------------------------------------- the loop
-    def fit(self, steps: int | None = None) -> dict:
-        """Train until `steps` (default config.train.steps); returns a summary dict."""
-        from tqdm import tqdm
-
+    def after_step(self) -> None:
         tc = self.config.train
-        target = tc.steps if steps is None else steps
-        csv_path = self.run_dir / "metrics.csv"
-        main = self.dist.is_main  # only rank 0 writes logs, checkpoints and images
-        if main:
-            _truncate_csv(csv_path, self.step)
-        new_file = not csv_path.exists()
-        writer_tb = _tensorboard(self.run_dir) if tc.tensorboard and main else None
-        t_start = time.perf_counter()
-        window: list[float] = []
-        bar = tqdm(
-            total=target,
-            initial=self.step,
-            disable=not self.progress or not main,
-            desc=self.config.name,
-            dynamic_ncols=True,
-        )
-        with open(csv_path, "a", newline="") if main else io.StringIO() as fh:
-            writer = csv.writer(fh)
-            if new_file:
-                writer.writerow(CSV_FIELDS)
-            while self.step < target:
-                skipped_before = self.skipped
-                loss, grad_norm = self.train_step()
-                if self.skipped == skipped_before:  # skipped batches log no loss
-                    self.losses.append(loss)
-                    window.append(loss)
-                bar.update(1)
-                if self.step % tc.log_every == 0 or self.step == target:
-                    mean = sum(window) / len(window) if window else math.nan
-                    window.clear()
-                    elapsed = time.perf_counter() - t_start
-                    row = [self.step, f"{mean:.6g}", f"{self.lr_at(self.step):.6g}"]
-                    writer.writerow([*row, f"{grad_norm:.4g}", f"{elapsed:.2f}", str(self.skipped)])
-                    fh.flush()
-                    bar.set_postfix(loss=f"{mean:.4f}")
-                    if writer_tb is not None:
-                        writer_tb.add_scalar("loss", mean, self.step)
-                        writer_tb.add_scalar("lr", self.lr_at(self.step), self.step)
-                if self.step % tc.ckpt_every == 0 or self.step == target:
-                    self.save()
-                if tc.sample_every and main and self.step % tc.sample_every == 0:
-                    self.sample_image(self.run_dir / "samples" / f"step_{self.step:08d}.png")
-        bar.close()
+        if tc.sample_every and self.is_main and self.step % tc.sample_every == 0:
+            self.sample_image(self.run_dir / "samples" / f"step_{self.step:08d}.png")
+
+    def end_fit(self) -> None:
         self.dist.barrier()
-        if writer_tb is not None:
-            writer_tb.close()
+
+    def close(self) -> None:
+        teardown_distributed(self.dist)
+
+    def optimizers(self) -> list[tuple[str, str, torch.optim.Optimizer]]:
+        return [("optim", "optimizer", self.optimizer)]
+
+    def model_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()}
+
+    def checkpoint_meta(self) -> dict:
         return {
-            "step": self.step,
-            "final_loss": self.losses[-1] if self.losses else math.nan,
-            "seconds": time.perf_counter() - t_start,
-            "skipped_nonfinite": self.skipped,
-            "parameters": count_parameters(self.model),
-            "run_dir": str(self.run_dir),
-        }
-
-    # ----------------------------------------------------------------- state
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
-        tensors.update({f"ema.{n}": e for n, e in zip(names, self.ema, strict=True)})
-        for idx, state in self.optimizer.state_dict()["state"].items():
-            for key, value in state.items():
-                tensors[f"optim.{idx}.{key}"] = torch.as_tensor(value)
-        return tensors
-
-    def save(self) -> Path | None:
-        """Write a checkpoint (rank 0 only; other ranks return None)."""
-        if not self.dist.is_main:
-            return None
-        groups = [
-            {k: v for k, v in g.items() if k != "params"}
-            for g in self.optimizer.state_dict()["param_groups"]
-        ]
-        meta = {
-            "config": self.config.model_dump(),
-            "optimizer": {"param_groups": groups},
-            "generator_state": encode_state(self.generator.get_state()),
-            "torch_rng_state": encode_state(torch.get_rng_state()),
             "process": self.process.describe(),
             "parameterization": self.config.model.parameterization,
-            "skipped_nonfinite": self.skipped,
             **self.execution.state(),
         }
-        return save_checkpoint(
-            self.ckpt_dir, self.step, self.state_tensors(), meta, self.config.train.keep_last
-        )
 
-    def _restore(self, loaded: tuple[dict, dict[str, torch.Tensor]]) -> None:
-        meta, tensors = loaded
-        saved = config_from_dict(meta["config"])
-        mismatch = _architecture_mismatch(saved, self.config)
-        if mismatch:
-            raise ValueError(
-                f"the checkpoint in {str(self.ckpt_dir)!r} was trained with a different "
-                f"{mismatch}; resume with the same config."
-            )
+    def check_checkpoint(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
         _check_process(meta, self.process, self.ckpt_dir)
-        weights = split_prefix(tensors, "model")
-        problem = state_dict_mismatch(self.model, weights)
+        problem = state_dict_mismatch(self.model, split_prefix(tensors, "model"))
         if problem:
             raise ValueError(f"cannot resume from {str(self.ckpt_dir)!r}: {problem}.")
-        try:
-            self.model.load_state_dict(weights)
-            names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-            ema = split_prefix(tensors, "ema")
-            self.ema = [ema[n].to(self.device).clone() for n in names]
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            for key, value in split_prefix(tensors, "optim").items():
-                idx, name = key.split(".", 1)
-                state.setdefault(int(idx), {})[name] = value
-            groups = meta["optimizer"]["param_groups"]
-            current_groups = self.optimizer.state_dict()["param_groups"]
-            for g, current in zip(groups, current_groups, strict=True):
-                g["params"] = current["params"]
-            self.optimizer.load_state_dict({"state": state, "param_groups": groups})
-            self.generator.set_state(decode_state(meta["generator_state"]))
-            torch.set_rng_state(decode_state(meta["torch_rng_state"]))
-            self.execution.load_state(meta)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(
-                f"the checkpoint in {str(self.ckpt_dir)!r} cannot be resumed from: its "
-                f"training state is incomplete ({type(exc).__name__}: {exc})."
-            ) from None
-        self.step = int(meta["step"])
-        self.skipped = int(meta.get("skipped_nonfinite", 0))
+
+    def load_model_tensors(self, meta: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(split_prefix(tensors, "model"))
+
+    def after_restore(self, meta: dict) -> None:
+        self.execution.load_state(meta)
 
     # ----------------------------------------------------------------- samples
     def ema_model(self) -> torch.nn.Module:
@@ -511,16 +366,6 @@ def _check_process(meta: dict, process: LinearProcess, where: str | Path) -> Non
         )
 
 
-def _architecture_mismatch(a: Config, b: Config) -> str | None:
-    for section in ("process", "model", "data"):
-        if section == "data":  # a dataset moved to another folder is still the same data
-            if a.data.model_copy(update={"path": None}) != b.data.model_copy(update={"path": None}):
-                return "data section"
-        elif getattr(a, section) != getattr(b, section):
-            return f"{section} section"
-    return None
-
-
 def _device(name: str) -> torch.device:
     try:
         device = torch.device(name)
@@ -532,56 +377,8 @@ def _device(name: str) -> torch.device:
 
 
 def _truncate_csv(path: Path, step: int) -> None:
-    """Drop rows logged after `step` (a run killed after its last checkpoint)."""
-    if not path.exists():
-        return
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    if not text.endswith("\n"):  # a row cut short by a kill
-        text = text[: text.rfind("\n") + 1]
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    if not rows:
-        path.unlink()
-        return
-    header, body = rows[0], rows[1:]
-    if len(header) < len(CSV_FIELDS) and header == CSV_FIELDS[: len(header)]:
-        # a log begun before the last columns existed: pad its rows (e.g. skipped = 0)
-        body = [
-            r + ["0"] * (len(CSV_FIELDS) - len(r)) if len(r) == len(header) else r for r in body
-        ]
-        header = CSV_FIELDS
-    kept = [header] + [
-        r for r in body if len(r) == len(header) and r[0].isdigit() and int(r[0]) <= step
-    ]
-    out = io.StringIO(newline="")
-    csv.writer(out).writerows(kept)
-    atomic_write_bytes(path, out.getvalue().encode())  # a kill here keeps the old log
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a pinned dependency; tolerate its absence anyway
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tb"))
-
-
-def train(
-    config: Config, run_dir: str | Path, *, resume: bool = False, progress: bool = True
-) -> dict:
-    """Train `config` into `run_dir` (the function behind `phasediff train`)."""
-    if config.objective.name == HAMILTONIAN_SCORE_MATCHING:  # its own loop (two networks)
-        from phasediff.training.hamiltonian_sm import train_hsm
-
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-            raise ValueError(
-                "hamiltonian_score_matching trains in one process; run it without torchrun."
-            )
-        return train_hsm(config, run_dir, resume=resume, progress=progress)
-    trainer = Trainer(config, run_dir, resume=resume, progress=progress)
-    try:
-        return trainer.fit()
-    finally:
-        teardown_distributed(trainer.dist)
+    """Drop rows of the score trainer's metrics.csv logged after `step` (`truncate_metrics`)."""
+    truncate_metrics(path, step, CSV_FIELDS)
 
 
 def load_trained(
