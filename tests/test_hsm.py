@@ -18,6 +18,7 @@ from phasediff.objectives.hamiltonian import (
     velocity_moments,
 )
 from phasediff.training import load_config, load_trained
+from phasediff.training.config import config_from_dict
 from phasediff.training.hamiltonian_sm import (
     ForceField,
     HamiltonianSMTrainer,
@@ -220,3 +221,27 @@ def test_hsm_config_errors_are_one_sentence(tmp_path):
     with pytest.raises(ValueError, match="needs vector data"):
         HamiltonianSMTrainer(_small("data.name='digits'"), tmp_path / "digits", progress=False)
     assert not (tmp_path / "digits").exists()
+
+
+def test_an_old_hsm_section_is_one_sentence_naming_the_new_key(tmp_path):
+    """ "hsm" names the hybrid score matching objective only: a config file with the old
+    [hsm] section (or --set hsm.…) is refused with one sentence naming [hamiltonian_sm], while a
+    config stored by an older checkpoint (every dump carried an "hsm" table) still loads."""
+    old = tmp_path / "old.toml"
+    text = open("configs/toy_hamiltonian_sm.toml").read()
+    old.write_text(text.replace("[hamiltonian_sm]", "[hsm]"))
+    message = (
+        "config section 'hsm' is now 'hamiltonian_sm' (the Hamiltonian score matching settings; "
+        "'hsm' names only the hybrid score matching objective): rename [hsm] in "
+        f"{str(old)!r} to hamiltonian_sm."
+    )
+    with pytest.raises(ValueError) as info:
+        load_config(old)
+    assert str(info.value) == message
+    with pytest.raises(ValueError, match=r"rename --set hsm\.… to hamiltonian_sm\.$"):
+        load_config("configs/toy_hamiltonian_sm.toml", ["hsm.horizon=0.3"])
+    result = CliRunner().invoke(app, ["train", str(old), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "is now 'hamiltonian_sm'" in result.output
+    stored = load_config("configs/toy_hamiltonian_sm.toml").model_dump()
+    stored["hsm"] = stored.pop("hamiltonian_sm") | {"horizon": 0.25}
+    assert config_from_dict(stored).hamiltonian_sm.horizon == 0.25

@@ -413,6 +413,119 @@ def test_cli_non_finite_stops_with_status_1_and_skip_nonfinite(tmp_path, monkeyp
     assert line.endswith(f"{str(tmp_path / 'b' / 'checkpoints' / 'step_00000004.json')!r} is kept.")
 
 
+# ------------------------------------------- the same guard, Hamiltonian score matching
+HAMILTONIAN_SM_TINY = [
+    *(o for o in TINY if not o.startswith("model.")),
+    "model.hidden=16",
+    "model.depth=1",
+    "model.time_dim=8",
+    "hamiltonian_sm.velocity_steps=2",
+    "hamiltonian_sm.leapfrog_steps=3",
+]
+
+
+def tiny_hamiltonian_sm(*extra: str):
+    return load_config(REPO / "configs" / "toy_hamiltonian_sm.toml", [*HAMILTONIAN_SM_TINY, *extra])
+
+
+def _hamiltonian_sm_state(trainer) -> list[torch.Tensor]:
+    """Both networks, the EMA and both AdamW states (step counts and moments) as tensors."""
+    state = [t.detach().clone() for t in trainer.model_tensors().values()]
+    state += [e.clone() for e in trainer.ema]
+    for _, _, optimizer in trainer.optimizers():
+        for per_param in optimizer.state_dict()["state"].values():
+            state += [torch.as_tensor(v).clone() for v in per_param.values()]
+    return state
+
+
+def _poison_force_output(trainer, bad_steps: set[int]) -> None:
+    """F_θ returns Inf at the given steps: the φ step's trajectories, hence its loss, blow up."""
+    real = trainer.force.forward
+    trainer.force.forward = lambda x: real(x) * (math.inf if trainer.step + 1 in bad_steps else 1)
+
+
+def _poison_discrepancy(monkeypatch, trainer, bad_steps: set[int]) -> None:
+    from phasediff.training import hamiltonian_sm
+
+    real = hamiltonian_sm.discrepancy_loss
+
+    def poisoned(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        return loss * math.nan if trainer.step + 1 in bad_steps else loss
+
+    monkeypatch.setattr(hamiltonian_sm, "discrepancy_loss", poisoned)
+
+
+def test_hamiltonian_sm_non_finite_gradient_stops_naming_the_parameter_and_step(tmp_path):
+    """As test_non_finite_gradient_stops_naming_the_parameter_and_step, for the
+    Hamiltonian-score-matching trainer: the φ steps already taken in the bad step are rolled
+    back, so both networks in memory are the checkpoint's."""
+    from phasediff.training import HamiltonianSMTrainer
+
+    trainer = HamiltonianSMTrainer(tiny_hamiltonian_sm("train.steps=6"), tmp_path, progress=False)
+    name, param = list(trainer.force.named_parameters())[2]
+    param.register_hook(lambda g: g * math.nan if trainer.step + 1 == 5 else g)
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit()
+    kept = tmp_path / "checkpoints" / "step_00000004.json"
+    assert str(info.value) == (
+        f"non-finite gradient of 'force.{name}' at step 5; training stopped and the last good "
+        f"checkpoint {str(kept)!r} is kept."
+    )
+    assert (info.value.step, info.value.tensor) == (5, f"gradient of 'force.{name}'")
+    meta, tensors = load_checkpoint(tmp_path)
+    assert meta["step"] == trainer.step == 4
+    for key, value in trainer.model_tensors().items():
+        assert torch.equal(tensors[key], value), key
+    # config.json and metrics.csv went through the run skeleton (atomic, truncated on resume)
+    assert json.loads((tmp_path / "config.json").read_text())["hamiltonian_sm"]["horizon"] == 0.5
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "step,velocity_loss,discrepancy,lr,grad_norm,seconds,skipped"
+
+
+def test_hamiltonian_sm_skipped_batches_update_nothing_and_are_counted(
+    tmp_path, capsys, monkeypatch
+):
+    """As test_skipped_batches_update_nothing_and_are_counted, for the
+    Hamiltonian-score-matching trainer (a bad θ loss at step 3, a bad φ loss at step 6)."""
+    from phasediff.training import HamiltonianSMTrainer
+
+    cfg = tiny_hamiltonian_sm("train.steps=8", "train.skip_nonfinite=2")
+    trainer = HamiltonianSMTrainer(cfg, tmp_path, progress=False)
+    _poison_discrepancy(monkeypatch, trainer, {3})
+    _poison_force_output(trainer, {6})
+    trainer.fit(steps=2)
+    before = _hamiltonian_sm_state(trainer)
+    assert all(math.isnan(v) for v in trainer.train_step())  # step 3: skipped
+    assert (trainer.step, trainer.skipped) == (3, 1)
+    after = _hamiltonian_sm_state(trainer)
+    assert len(before) == len(after)
+    for a, b in zip(before, after, strict=True):
+        assert torch.equal(a, b)  # weights, EMA, both AdamW states: untouched
+    summary = trainer.fit()
+    assert summary["step"] == 8 and summary["skipped_nonfinite"] == 2
+    assert len(trainer.history) == 6  # 8 steps, 2 skipped
+    err = capsys.readouterr().err
+    assert "warning: skipped the batch of step 3 (non-finite discrepancy loss); 1 of 2" in err
+    assert "step 6 (non-finite velocity-predictor loss); 2 of 2" in err
+    rows = [r.split(",") for r in (tmp_path / "metrics.csv").read_text().splitlines()]
+    assert [(r[0], r[-1]) for r in rows[1:]] == [
+        ("1", "0"),
+        ("2", "0"),
+        ("4", "1"),
+        ("5", "1"),
+        ("6", "2"),
+        ("7", "2"),
+        ("8", "2"),
+    ]
+    assert [r[0] for r in rows[1:] if r[1] == "nan"] == ["6"]
+    resumed = HamiltonianSMTrainer(cfg.model_copy(deep=True), tmp_path, resume=True, progress=False)
+    assert resumed.skipped == 2
+    _poison_discrepancy(monkeypatch, resumed, {9})
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite discrepancy loss at step 9 after"):
+        resumed.fit(steps=10)
+
+
 # ============================================================== safe loading
 def _state(run_dir: Path) -> tuple[dict, dict]:
     meta, tensors = load_checkpoint(run_dir)
