@@ -131,7 +131,8 @@ def train_command(
     batch_size, lr, warmup, grad_clip, ema_decay, log_every, ckpt_every, keep_last,
     sample_every, threads, device, tensorboard).
     objective.name = velocity trains a velocity model (HGF, flow matching) and
-    hamiltonian_score_matching a force field (section hsm); see docs/training.md, docs/hgf.md.
+    hamiltonian_score_matching a force field (section hamiltonian_sm); see docs/training.md,
+    docs/hgf.md.
     Several processes: torchrun --nproc_per_node N -m phasediff.cli train CONFIG --out DIR
     (gloo on CPU, nccl on CUDA; train.batch_size is the global batch; docs/images.md)."""
     from phasediff.training import load_config, train
