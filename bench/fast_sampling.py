@@ -6,16 +6,16 @@
 Each run is sampled with em, lie_trotter, strang, heun, ei, ei1, eic and ei1c at 5 / 10 / 20 /
 50 NFE (heun: 2 NFE per step, the measured NFE is reported) and with em at 1000 steps as the
 reference; every number is a ratio to the noise floor (the same distance between two fresh
-data sets of the same size; `phasediff.evaluation.evaluate_toy`): plain sliced W2 and the
-mode-resolved sliced W2 of the multi-Swiss-roll. One seed (0), 1 torch thread. The table is
-written into docs/benchmarks.md between `<!-- bench:fast-sampling -->` markers.
+data sets of the same size; `phasediff.bench.toy_metrics`, the scoring of `phasediff bench
+toy`): plain sliced W2 and the mode-resolved sliced W2 of the multi-Swiss-roll. One seed (0),
+1 torch thread. The table is written into docs/benchmarks.md between
+`<!-- bench:fast-sampling -->` markers (`phasediff.bench.write_block`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -46,7 +46,7 @@ def measure(runs: list[str], num: int) -> list[list]:
         else:
 
             def score(x: torch.Tensor) -> tuple[float, float]:
-                return _toy_score(x, data, num)  # noqa: B023
+                return _toy_score(x, data)  # noqa: B023
 
         plan = [(name, nfe) for name in SAMPLER_NAMES for nfe in NFES] + [("em", 1000)]
         for name, nfe in plan:
@@ -58,24 +58,19 @@ def measure(runs: list[str], num: int) -> list[list]:
     return rows
 
 
-def _toy_score(x: torch.Tensor, data, num: int) -> tuple[float, float]:
-    from phasediff.data import MULTI_SWISS_ROLL_CENTERS
-    from phasediff.evaluation import evaluate_toy
+def _toy_score(x: torch.Tensor, data) -> tuple[float, float]:
+    """Plain and mode-resolved sliced-W2 ratios (``phasediff bench``'s toy scoring, seed 0,
+    against as many held-out points as there are samples)."""
+    from phasediff.bench import toy_metrics
 
-    m = evaluate_toy(
-        x,
-        lambda n, seed: data.held_out(n, seed=seed),
-        n=num,
-        centers=MULTI_SWISS_ROLL_CENTERS,
-        exact_w2_max_n=0,
-    )
+    m = toy_metrics(x, data, 0)
     return m["sliced_w2"]["ratio"], m["mode_sliced_w2"]["ratio"]
 
 
 def render_digits(rows: list[list]) -> str:
-    """The `fast-sampling-digits` block: one Fréchet-distance ratio per cell."""
+    """The `fast-sampling-digits` block (without its markers): one Fréchet-distance ratio per
+    cell."""
     lines = [
-        "<!-- bench:fast-sampling-digits -->",
         "## Quality vs NFE on the trained digits models (`bench/fast_sampling.py`)",
         "",
         "`python bench/fast_sampling.py runs/digits_hold runs/digits_vp --num 1000 --json",
@@ -94,8 +89,6 @@ def render_digits(rows: list[list]) -> str:
         "20 NFE (1.01 vs 0.91; `eic` 1.04, Lie–Trotter 1.22, Strang 1.42, `ei` 1.65). PF-ODE",
         "Heun fails on HOLD at every budget. On digits_vp Heun and `eic` are best at 10 NFE",
         "(0.91, 0.97). HOLD still trails VP at ≤ 10 NFE.",
-        "",
-        "<!-- /bench:fast-sampling-digits -->",
     ]
     return "\n".join(lines)
 
@@ -129,8 +122,8 @@ def _tables(rows: list[list]) -> list[str]:
 
 
 def render(rows: list[list]) -> str:
+    """The `fast-sampling` block (without its markers): plain / mode-resolved ratios."""
     lines = [
-        "<!-- bench:fast-sampling -->",
         "## Quality vs NFE on the trained toy models (`bench/fast_sampling.py`)",
         "",
         "`python bench/fast_sampling.py runs/toy_hold runs/toy_cld runs/toy_vp` (toy_hold and",
@@ -154,17 +147,8 @@ def render(rows: list[list]) -> str:
         "stays finite on HOLD, 13.6 / 18.4) — network error is amplified by the large gains of",
         "the noisy blocks near t_min — while the splitting samplers stay finite but poor; for",
         "VP, `ei` at 10 NFE is already at 1.72 / 2.87.",
-        "",
-        "<!-- /bench:fast-sampling -->",
     ]
     return "\n".join(lines)
-
-
-def write_block(path: Path, block: str, name: str = "fast-sampling") -> None:
-    text = path.read_text() if path.exists() else ""
-    pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -188,8 +172,10 @@ def main() -> None:
         rows = measure(args.runs, args.num)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows))
+    from phasediff.bench import write_block
+
     text = render_digits(rows) if args.block == "fast-sampling-digits" else render(rows)
-    write_block(args.out, text, args.block)
+    write_block(args.out, args.block, text)
 
 
 if __name__ == "__main__":

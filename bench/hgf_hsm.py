@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from run import machine  # noqa: E402
-
+from phasediff.bench import machine
 from phasediff.data.toys import EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_STD  # noqa: E402
 from phasediff.objectives.hamiltonian import mixture_score  # noqa: E402
 from phasediff.training import load_config  # noqa: E402

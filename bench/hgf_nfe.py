@@ -23,17 +23,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from run import machine  # noqa: E402  (bench/run.py: the machine description)
-
-from phasediff.data import get_data  # noqa: E402
-from phasediff.data.digits import N_TEST  # noqa: E402
-from phasediff.evaluation import sliced_w2  # noqa: E402
-from phasediff.evaluation.fid import digits_features, fd_with_floor  # noqa: E402
-from phasediff.samplers import SAMPLERS  # noqa: E402
-from phasediff.samplers.registry import steps_for_nfe  # noqa: E402
-from phasediff.training import Trainer, load_config  # noqa: E402
+from phasediff.bench import machine, steps_for_nfe
+from phasediff.data import get_data
+from phasediff.data.digits import N_TEST
+from phasediff.evaluation import sliced_w2
+from phasediff.evaluation.fid import digits_features, fd_with_floor
+from phasediff.samplers import SAMPLERS
+from phasediff.training import Trainer, load_config
 
 
 def models(rms: float, images: bool) -> dict[str, tuple[str, list[str]]]:

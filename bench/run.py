@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from phasediff import processes as P
-from phasediff.evaluation.bench import (
+from phasediff.bench import (
     format_overhead_table,
     keep_bench_blocks,
     machine,
@@ -147,7 +147,7 @@ def bench_training() -> list[str]:
 
 def bench_sampler_overhead() -> list[str]:
     """Time outside the network ÷ time inside it, digits U-Net, batch 128, 20 steps
-    (`phasediff.evaluation.bench.sampler_overhead_rows`, also `phasediff bench
+    (`phasediff.bench.sampler_overhead_rows`, also `phasediff bench
     samplers-overhead`)."""
     return format_overhead_table(sampler_overhead_rows())
 

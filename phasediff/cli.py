@@ -400,7 +400,7 @@ def eval_command(
     """Evaluate a run: toys get W2 (exact, sliced), MMD, energy and mode metrics, digits the
     digits Fréchet distance, each with its noise floor; writes OUT/metrics.json and
     OUT/samples.png (samples vs held-out data). See docs/evaluation.md."""
-    from phasediff.evaluation.report import evaluate_run
+    from phasediff.bench.runs import evaluate_run
 
     try:
         _check_grid(grid)
@@ -473,7 +473,7 @@ def bench_command(
     and the Oscillation HGF on one budget and tabulate quality vs NFE for every applicable
     sampler; mixing wraps `analyze mixing`; samplers-overhead times each sampler outside the
     network. Writes the block in DOCS, IMG_DIR/bench_SUITE.png and RUNS/SUITE.json."""
-    from phasediff.evaluation.bench import run_suite
+    from phasediff.bench import run_suite
 
     try:
         result = run_suite(
@@ -567,7 +567,7 @@ def plot_snapshots_command(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """HOLD Fig. 3: multi-Swiss-roll samples at several sampler steps."""
-    from phasediff.evaluation.figures import plot_snapshots
+    from phasediff.bench.runs import plot_snapshots  # loads RUN, then evaluation.figures
 
     try:
         path, source = plot_snapshots(
@@ -595,7 +595,8 @@ def plot_samples_command(
     title: Annotated[str | None, typer.Option(help="Figure title.")] = None,
 ) -> None:
     """HOLD Fig. 4: samples of several runs side by side, with the data."""
-    from phasediff.evaluation.figures import plot_samples, samples_from_sources
+    from phasediff.bench.runs import samples_from_sources  # loads the runs
+    from phasediff.evaluation.figures import plot_samples
 
     try:
         panels, reference = samples_from_sources(

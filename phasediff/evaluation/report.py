@@ -1,21 +1,24 @@
-"""Evaluate samples or a trained run: the Python side of ``phasediff eval`` (docs/design.md §6, §7).
+"""Evaluate samples or a trained model: the Python side of ``phasediff eval`` (docs/design.md
+§6, §7).
 
 * ``evaluate_samples(samples, data)``: vector data → every metric of ``evaluate_toy`` with its
-  noise floor (mode-resolved metrics for toys with known modes); digits → the digits FD with
-  its floor and the classifier's accuracy; images with ``inception=PATH`` → Inception FID
-  with its floor.
+  noise floor (mode-resolved metrics when the dataset has mode centres); images with a
+  feature extractor (digits) → its Fréchet distance with its floor (and the classifier's
+  accuracy); images with ``inception=PATH`` → Inception FID with its floor.
 * ``evaluate_likelihood(model, process, data)``: NLL (bound) of held-out data through the
   PF-ODE; images in bits/dim after uniform dequantisation on their grid.
-* ``evaluate_run(run_dir)``: load a run, sample it (or read ``--samples``), evaluate, write
-  ``metrics.json`` and a samples-vs-data figure.
+* ``evaluate_model(model, process, data, out=DIR)``: sample a loaded model (or read
+  ``--samples``), evaluate, write ``metrics.json`` and a samples-vs-data figure.
 
-These are plain functions so that a benchmark harness can call them per (process, sampler).
+What to compare against is read from the ``DataSource`` (``mode_centers``, ``features``,
+``reference_size``), never from a dataset's name. Loading a trained run is not done here
+(evaluation does not import training, docs/design.md §9): ``phasediff.bench.evaluate_run``
+loads a run and calls ``evaluate_model``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -27,26 +30,36 @@ from phasediff.data import DataSource
 from phasediff.evaluation.metrics import evaluate_toy
 
 __all__ = [
+    "check_eval_options",
     "evaluate_likelihood",
-    "evaluate_run",
+    "evaluate_model",
     "evaluate_samples",
     "infer_levels",
     "load_samples",
     "mode_centers",
+    "reference_size",
 ]
 
+DEFAULT_REFERENCE_SIZE = 5000
+"""Held-out examples image samples are compared against when the dataset names none."""
 
-def mode_centers(name: str) -> torch.Tensor | None:
-    """Mode centres of the toys that have well separated modes, else None."""
-    from phasediff.data import MULTI_SWISS_ROLL_CENTERS
-    from phasediff.data.toys import EIGHT_GAUSSIANS_RADIUS
 
-    if name in ("multi_swiss_roll", "thin_rolls"):
-        return MULTI_SWISS_ROLL_CENTERS.to(torch.float64)
-    if name == "8gaussians":
-        angle = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-        return EIGHT_GAUSSIANS_RADIUS * torch.stack((angle.cos(), angle.sin()), dim=1)
-    return None
+def mode_centers(data: DataSource | str) -> torch.Tensor | None:
+    """The mode centres a dataset carries (``DataSource.mode_centers``), else None. A name
+    builds the built-in dataset first (kept for callers that hold only a name)."""
+    if isinstance(data, str):
+        from phasediff.data import DATASETS, get_data
+
+        if data not in DATASETS:
+            return None
+        data = get_data(data, n_train=1)
+    return data.mode_centers
+
+
+def reference_size(data: DataSource) -> int:
+    """Held-out examples image samples are compared against (``DataSource.reference_size``;
+    digits: its whole 297-image split), else ``DEFAULT_REFERENCE_SIZE``."""
+    return data.reference_size or DEFAULT_REFERENCE_SIZE
 
 
 def _check_samples(samples: object, data: DataSource) -> torch.Tensor:
@@ -77,9 +90,11 @@ def evaluate_samples(
     """Quality of ``samples`` (N, *data_shape) against held-out data of ``data``, with floors.
 
     Vector data: ``evaluate_toy`` (n = N held-out points, seeds ``seed``…``seed+2``; exact W2
-    for N ≤ 5000; mode metrics for multi_swiss_roll and 8gaussians). Digits: ``digits_fd``
-    = ``fd_with_floor`` of classifier features against the 297 held-out digits, plus the
-    classifier accuracy. ``inception``: Inception FID the same way (any image data).
+    for N ≤ 5000; mode metrics when ``data.mode_centers`` is set: multi_swiss_roll,
+    thin_rolls, 8gaussians). Images with ``data.features`` (digits): ``<name>_fd`` =
+    ``fd_with_floor`` of those features against ``reference_size(data)`` held-out images
+    (digits: all 297), plus the extractor's facts (the classifier accuracy).
+    ``inception``: Inception FID the same way (any image data).
     """
     samples = _check_samples(samples, data)
     out: dict[str, Any] = {"dataset": data.name, "num_samples": int(samples.shape[0])}
@@ -89,35 +104,48 @@ def evaluate_samples(
             return data.held_out(n, seed=s)
 
         out["toy"] = evaluate_toy(
-            samples.to(torch.float64), held_out, centers=mode_centers(data.name), seed=seed
+            samples.to(torch.float64), held_out, centers=data.mode_centers, seed=seed
         )
         return out
-    from phasediff.evaluation import fid
-
-    reference = data.held_out(_held_out_size(data), seed=seed)
-    if data.name == "digits":
-        features = fid.digits_features(samples, cache=cache)
-        ref_features = fid.digits_features(reference, cache=cache)
-        _, info = fid.digits_classifier(cache)
-        out["digits_fd"] = fid.fd_with_floor(features, ref_features, seed=seed)
-        out["digits_classifier_accuracy"] = info["accuracy"]
-    if inception is not None:
-        feats = fid.inception_features(samples, inception)
-        ref = fid.inception_features(reference, inception)
-        out["inception_fid"] = fid.fd_with_floor(feats, ref, seed=seed)
-    if "digits_fd" not in out and "inception_fid" not in out:
+    if data.features is None and inception is None:
         raise ValueError(
             f"no image metric applies to dataset {data.name!r} without an Inception network; "
             "pass --inception PATH to inception-2015-12-05.pt."
         )
+    from phasediff.evaluation import fid
+
+    reference = data.held_out(reference_size(data), seed=seed)
+    if data.features is not None:
+        key, extract, info = _feature_extractor(data.features)
+        features = extract(samples, cache=cache)
+        ref_features = extract(reference, cache=cache)
+        facts = info(cache) if info is not None else {}
+        out[key] = fid.fd_with_floor(features, ref_features, seed=seed)
+        out.update(facts)
+    if inception is not None:
+        feats = fid.inception_features(samples, inception)
+        ref = fid.inception_features(reference, inception)
+        out["inception_fid"] = fid.fd_with_floor(feats, ref, seed=seed)
     return out
 
 
-def _held_out_size(data: DataSource) -> int:
-    """All held-out images of a finite split (digits: 297), else 5000."""
-    from phasediff.data.digits import N_TEST
+def _feature_extractor(features):
+    """(report key, features(images, cache=…), info(cache) or None) of ``data.features``."""
+    from phasediff.evaluation import fid
 
-    return N_TEST if data.name == "digits" else 5000
+    if isinstance(features, str):
+        if features not in fid.FEATURE_EXTRACTORS:
+            raise ValueError(
+                f"unknown feature extractor {features!r}; known ones are: "
+                f"{', '.join(fid.FEATURE_EXTRACTORS)}."
+            )
+        entry = fid.FEATURE_EXTRACTORS[features]
+        return f"{features}_fd", entry.features, entry.info
+
+    def extract(images: torch.Tensor, cache=None) -> np.ndarray:
+        return np.asarray(features(images), dtype=np.float64)
+
+    return "features_fd", extract, None
 
 
 def infer_levels(images: torch.Tensor) -> tuple[int, tuple[float, float]]:
@@ -216,34 +244,16 @@ def load_samples(path: str | Path, data: DataSource, num: int | None = None) -> 
     return _check_samples(samples, data)
 
 
-def evaluate_run(
-    run: str | Path,
+def check_eval_options(
     *,
-    samples: str | Path | None = None,
     num: int | None = None,
-    sampler: str = "lie_trotter",
     steps: int = 50,
-    grid: str = "uniform",
-    seed: int = 0,
-    inception: str | Path | None = None,
     nll: bool = False,
     nll_num: int = 256,
     nll_tol: float = 1e-5,
-    out: str | Path | None = None,
-    ema: bool = True,
-    cache: str | Path | None = None,
-) -> dict[str, Any]:
-    """Evaluate a trained run; writes ``metrics.json`` and ``samples.png`` into ``out``
-    (default ``<run>/eval``) and returns the report.
-
-    Samples come from ``samples`` (an .npz with ``x``; the first ``num`` are used) or are drawn
-    with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000). ``nll`` adds the held-out
-    NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
-    """
-    from phasediff.evaluation.figures import compare_samples
-    from phasediff.samplers import get_sampler
-    from phasediff.training import load_trained  # evaluation of a *run* needs the trainer
-
+    inception: str | Path | None = None,
+) -> None:
+    """The checks of ``phasediff eval``'s options, before anything is loaded or drawn."""
     if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 2):
         raise ValueError(f"--num must be an integer ≥ 2, got {num!r}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -256,14 +266,44 @@ def evaluate_run(
         from phasediff.evaluation.fid import _missing_inception
 
         raise ValueError(_missing_inception(inception))
-    run = Path(run)
-    if not run.exists():
-        raise ValueError(f"run {str(run)!r} does not exist; pass a run directory or checkpoint.")
-    model, process, config, data = load_trained(run, ema=ema)
-    out_dir = Path(out) if out is not None else (run if run.is_dir() else run.parent) / "eval"
+
+
+def evaluate_model(
+    model,
+    process,
+    data: DataSource,
+    *,
+    out: str | Path,
+    samples: str | Path | None = None,
+    num: int | None = None,
+    sampler: str = "lie_trotter",
+    steps: int = 50,
+    grid: str = "uniform",
+    seed: int = 0,
+    inception: str | Path | None = None,
+    nll: bool = False,
+    nll_num: int = 256,
+    nll_tol: float = 1e-5,
+    cache: str | Path | None = None,
+    report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate a loaded model; writes ``metrics.json`` and ``samples.png`` into ``out`` and
+    returns the report (``report``'s entries first, e.g. the run it came from).
+
+    Samples come from ``samples`` (an .npz with ``x``; the first ``num`` are used) or are drawn
+    with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000). ``nll`` adds the held-out
+    NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
+    """
+    from phasediff.evaluation.figures import compare_samples
+    from phasediff.samplers import get_sampler
+
+    check_eval_options(
+        num=num, steps=steps, nll=nll, nll_num=nll_num, nll_tol=nll_tol, inception=inception
+    )
+    out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {str(out_dir)!r} is a file; pass a directory.")
-    report: dict[str, Any] = {"run": str(run), "process": process.name, "dataset": data.name}
+    report = {**(report or {}), "process": process.name, "dataset": data.name}
     if samples is not None:
         x = load_samples(samples, data, num)
         report["samples"] = {"file": str(samples), "num": int(x.shape[0])}
@@ -297,7 +337,7 @@ def evaluate_run(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(report, indent=1, allow_nan=False))
-        reference = data.held_out(min(x.shape[0], _held_out_size(data)), seed=seed + 100)
+        reference = data.held_out(min(x.shape[0], reference_size(data)), seed=seed + 100)
         label = report["samples"].get("sampler", Path(str(samples)).name)
         compare_samples(out_dir / "samples.png", x, reference, title=f"{process.name}, {label}")
     except OSError as exc:
