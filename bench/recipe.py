@@ -52,7 +52,10 @@ def main() -> None:
     from phasediff.training import load_config, load_trained, train
 
     torch.set_num_threads(1)
-    plan = [(s.split(":")[0], int(s.split(":")[1])) for s in args.plan.split(",")]
+    plan = []  # name:steps[:grid]
+    for item in args.plan.split(","):
+        name, steps, *grid = item.split(":")
+        plan.append((name, int(steps), grid[0] if grid else None))
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else []
     for text in args.variant or ["base"]:
@@ -74,11 +77,12 @@ def main() -> None:
         train_s = time.perf_counter() - t0
         model, process, _, data = load_trained(run)
         centers = mode_centers(data.name)
-        for sampler, steps in plan:
+        for sampler, steps, grid in plan:
+            kw = {"grid": grid} if grid else {}
             gen = torch.Generator().manual_seed(args.seed)
             t1 = time.perf_counter()
             res = SAMPLERS[sampler](
-                model, process, (args.num, *data.data_shape), steps, generator=gen
+                model, process, (args.num, *data.data_shape), steps, generator=gen, **kw
             )
             sample_s = time.perf_counter() - t1
             x = res.x.to(torch.float64)
@@ -104,6 +108,7 @@ def main() -> None:
                 "train_seconds": round(train_s, 1),
                 "sampler": sampler,
                 "steps": steps,
+                "grid": grid or "default",
                 "nfe": res.nfe,
                 "blown": blown,
                 "sliced_w2_ratio": metrics["sliced_w2"]["ratio"],
@@ -113,7 +118,8 @@ def main() -> None:
             }
             results.append(row)
             print(
-                f"{name:>12} {sampler:>12}@{steps:<5} nfe={res.nfe:<5} blown={blown:<5} "
+                f"{name:>12} {sampler:>12}@{steps:<4}{grid or '':>9} nfe={res.nfe:<5} "
+                f"blown={blown:<5} "
                 f"sw2={row['sliced_w2_ratio'] or math.nan:.3f} "
                 f"mode={row['mode_sw2_ratio'] or math.nan:.3f}",
                 flush=True,

@@ -12,6 +12,7 @@ from phasediff.models.embedding import (
     broadcast_time,
     check_int,
     check_parameterization,
+    check_positive,
 )
 
 
@@ -22,7 +23,10 @@ class TimeMLP(nn.Module):
     t of shape (B,) or a scalar, and returns (B, n_out, *data_shape). The input of the first layer
     is ``[z.flatten(1), SinusoidalEmbedding(time_dim)(t)]``; then ``depth`` hidden layers of width
     ``hidden`` with SiLU, and a linear read-out. ``parameterization`` ("eps" or "score") only
-    labels what the output means for objectives and samplers.
+    labels what the output means for objectives and samplers. ``fourier_features`` = F > 0
+    appends sin and cos of F random projections z·W, W ~ N(0, fourier_scale²) fixed (seeded by
+    ``fourier_seed``): MLPs learn high-frequency functions of their input slowly (spectral
+    bias), and the score of thin data is such a function.
     """
 
     def __init__(
@@ -36,6 +40,9 @@ class TimeMLP(nn.Module):
         time_dim: int = 64,
         t_scale: float = 1.0,
         parameterization: str = "eps",
+        fourier_features: int = 0,
+        fourier_scale: float = 8.0,
+        fourier_seed: int = 0,
     ) -> None:
         super().__init__()
         self.k = check_int(k, "k")
@@ -47,7 +54,16 @@ class TimeMLP(nn.Module):
         self.parameterization = check_parameterization(parameterization)
         self.embed = SinusoidalEmbedding(time_dim, t_scale=t_scale)
         self.t_scale = self.embed.t_scale
-        layers: list[nn.Module] = [nn.Linear(k * data_dim + time_dim, hidden), nn.SiLU()]
+        self.fourier_features = check_int(fourier_features, "fourier_features", 0)
+        self.fourier_scale = check_positive(fourier_scale, "fourier_scale")
+        if self.fourier_features:
+            # Random Fourier features of the state (Tancik et al. 2020): a fixed Gaussian
+            # matrix, saved with the weights so a reloaded network is the same function.
+            gen = torch.Generator().manual_seed(check_int(fourier_seed, "fourier_seed", 0))
+            freqs = torch.randn(k * data_dim, fourier_features, generator=gen) * fourier_scale
+            self.register_buffer("fourier_freqs", freqs.to(torch.get_default_dtype()))
+        width = k * data_dim + 2 * self.fourier_features + time_dim
+        layers: list[nn.Module] = [nn.Linear(width, hidden), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), nn.SiLU()]
         layers.append(nn.Linear(hidden, n_out * data_dim))
@@ -68,7 +84,12 @@ class TimeMLP(nn.Module):
             )
         batch = z.shape[0]
         emb = self.embed(broadcast_time(t, batch, z))
-        h = torch.cat((z.reshape(batch, -1), emb.to(z.dtype)), dim=1)
+        flat = z.reshape(batch, -1)
+        parts = [flat]
+        if self.fourier_features:
+            proj = flat @ self.fourier_freqs.to(flat.dtype)
+            parts += [torch.sin(proj), torch.cos(proj)]
+        h = torch.cat((*parts, emb.to(z.dtype)), dim=1)
         return self.net(h).view(batch, self.n_out, *z.shape[2:])
 
     def extra_repr(self) -> str:
