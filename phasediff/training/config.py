@@ -81,6 +81,10 @@ class ModelConfig(_Strict):
     mults: list[int] = Field(default_factory=lambda: [1, 2])
     num_res_blocks: int = Field(1, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    fourier_features: int = Field(
+        0, ge=0, description="mlp: random Fourier features of the state (0 = none)"
+    )
+    fourier_scale: float = Field(8.0, gt=0.0, description="mlp: std of the Fourier frequencies")
     precondition: bool = Field(
         False,
         description="score models: the network regresses the standardised x₀ residual around "

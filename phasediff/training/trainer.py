@@ -7,6 +7,7 @@ uninterrupted run's losses bit for bit (tested).
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from phasediff.objectives.hamiltonian import (
     check_velocity_process,
     is_velocity_model,
 )
+from phasediff.objectives.preconditioning import NoiseLevelDensity
 from phasediff.processes import LinearProcess, get_process
 from phasediff.training.checkpoint import (
     load_checkpoint,
@@ -120,6 +122,21 @@ def build_model(config: Config, process: LinearProcess, data: DataSource) -> tor
     return net
 
 
+def build_objective(config: Config, process: LinearProcess, model: torch.nn.Module):
+    """The config's objective, with its training-time density bound (docs/objectives.md)."""
+    objective = get_objective(config.objective.name)
+    oc = config.objective
+    if oc.time_density == "uniform":
+        return objective
+    if not isinstance(model, Preconditioned):
+        raise ValueError(
+            "objective.time_density 'edm' needs a preconditioned model (model.precondition = "
+            "true): its noise levels are measured against the model's σ_data."
+        )
+    density = NoiseLevelDensity(process, model.sigma_data, oc.p_mean, oc.p_std)
+    return functools.partial(objective, time_sampler=density)
+
+
 def data_rms(data: DataSource) -> float:
     """σ of the Gaussian reference of a preconditioned model: the RMS of the training set
     about 0 (the processes' prior is centred), computed in float64 (deterministic)."""
@@ -164,6 +181,9 @@ def _build_network(
             time_dim=mc.time_dim,
             t_scale=process.T,
             parameterization=label,
+            fourier_features=mc.fourier_features,
+            fourier_scale=mc.fourier_scale,
+            fourier_seed=config.seed,
         )
     if len(data.data_shape) != 3:
         raise ValueError(
@@ -222,7 +242,7 @@ class Trainer(TrainingRun):
         self.model = build_model(config, self.process, self.data).to(self.device)
         # DDP, autocast, channels-last, torch.compile, fp16 loss scaling (distributed.py)
         self.execution = Execution(self.model, tc, self.device, self.dist)
-        self.objective = get_objective(config.objective.name)
+        self.objective = build_objective(config, self.process, self.model)
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in named]
         self.track_ema(named)
