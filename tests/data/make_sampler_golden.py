@@ -66,6 +66,12 @@ def make_model(kind: str, process: P.LinearProcess, dtype: torch.dtype):
 # and dopri5 on stiff processes dominate the cost: they run on fewer processes and grids.
 FEWER = {"dopri5": ("vp", "cld"), "ei1": ("vp",), "ei3": ("vp",), "eic": ("cld",), "ei1c": ("vp",)}
 EI = ("ei", "ei1", "ei3", "eic", "ei1c")
+# dopri5 with the random ε-MLP is left out: that ODE is so ill-conditioned that a relative
+# change of 1e-14 in the start state moves dopri5's result by 1e-3 (vp) — the error control
+# turns rounding into other step sizes — so no refactor could match it to rounding. The
+# fixed-step samplers on the same model move by ≤ 1e-14, and dopri5 on the exact scores by
+# ≤ 1e-9. No case depends on the thread count (checked with 1 and 2 threads).
+NOT_REPRODUCIBLE = ("dopri5 with the ε-MLP",)
 _PROCESSES: dict[str, P.LinearProcess] = {}
 
 
@@ -119,6 +125,8 @@ def cases() -> list[dict]:
             out.append(_case(name, proc, "mix", steps, default, f32))
             out.append(_case(name, proc, "mix", steps, other))
         eps_procs = ("vp", "psld") if name == "pc" else ("vp", "cld", "psld")
+        if entry.adaptive:  # see NOT_REPRODUCIBLE
+            continue
         for proc in eps_procs if name not in FEWER else procs:
             out.append(_case(name, proc, "eps", 5, default))
     for name in [n for n, e in REGISTRY.items() if "velocity" in e.kinds] + ["ei", "ei1"]:
