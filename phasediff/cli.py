@@ -326,6 +326,7 @@ def train_classifier_command(
     process and labelled dataset, for `phasediff sample --guidance-class C --classifier OUT`
     (docs/images.md)."""
     from phasediff.training.classifier import train_classifier
+    from phasediff.training.errors import NonFiniteLossError
 
     try:
         summary = train_classifier(
@@ -342,6 +343,9 @@ def train_classifier_command(
         )
     except ValueError as exc:
         _fail(str(exc))
+    except NonFiniteLossError as exc:  # as in `train`: one sentence, status 1
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
     typer.echo(json.dumps(summary))
 
 

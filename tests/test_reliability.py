@@ -413,6 +413,22 @@ def test_cli_non_finite_stops_with_status_1_and_skip_nonfinite(tmp_path, monkeyp
     assert line.endswith(f"{str(tmp_path / 'b' / 'checkpoints' / 'step_00000004.json')!r} is kept.")
 
 
+def test_cli_train_classifier_non_finite_stops_with_status_1(tmp_path, monkeypatch, capsys):
+    """As `train`: --lr 1e30 blows the classifier's weights up after one update, and the
+    command ends in the trainer's one sentence with status 1, not an 'unexpected' error."""
+    out = tmp_path / "clf"
+    args = ["train-classifier", str(REPO / "configs" / "digits_hold.toml"), "--out", str(out)]
+    args += ["--steps", "3", "--batch-size", "8", "--width", "4", "--threads", "1"]
+    code, text = run_main([*args, "--lr", "1e30", "--no-progress"], monkeypatch, capsys)
+    assert code == 1 and "Traceback" not in text and "unexpected" not in text
+    assert re.fullmatch(
+        r"error: non-finite (loss|gradient of '[\w.]+') at step 2; training stopped and "
+        r"no checkpoint had been written yet\.",
+        error_line(text),
+    )
+    assert not (out / "classifier.json").exists()
+
+
 # ------------------------------------------- the same guard, Hamiltonian score matching
 HAMILTONIAN_SM_TINY = [
     *(o for o in TINY if not o.startswith("model.")),

@@ -6,7 +6,7 @@ Hamiltonian-score-matching trainer (`HamiltonianSMTrainer`) and
 prints Markdown tables. The distance is Σ_i w_i‖F(g_i) − ∇log p(g_i)‖² / Σ_i w_i‖∇log p(g_i)‖²
 on a 61×61 grid over [−2.5, 2.5]² weighted by the data density w_i ∝ p(g_i). Usage:
 
-    .venv/bin/python bench/hgf_hsm.py --steps 3000
+    .venv/bin/python bench/hgf_hamiltonian_sm.py --steps 3000
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
         )
         print(f"| {name} | {est['hsd']:.4f} ± {est['stderr']:.4f} |", flush=True)
 
-    root = args.out or Path(tempfile.mkdtemp(prefix="hgf_hsm_"))
+    root = args.out or Path(tempfile.mkdtemp(prefix="hgf_hamiltonian_sm_"))
     trainer = HamiltonianSMTrainer(cfg, root, progress=False)
     grid, weights = density_grid()
     print("\n### Hamiltonian score matching training (configs/toy_hamiltonian_sm.toml)\n")
@@ -114,7 +114,7 @@ def main() -> None:
         )
     extra = " ".join(f"--set {o}" for o in args.overrides)
     cmd = f"--steps {args.steps} --fit-iters {args.fit_iters} {extra}".strip()
-    print(f"\nCommand: `.venv/bin/python bench/hgf_hsm.py {cmd}`; ", end="")
+    print(f"\nCommand: `.venv/bin/python bench/hgf_hamiltonian_sm.py {cmd}`; ", end="")
     print(f"{time.perf_counter() - t0:.0f} s in all. Machine: {machine()}.")
 
 
