@@ -244,6 +244,37 @@ def test_overhead_table_formats_rows() -> None:
     assert lines[2] == "| em | hold | 20 | 0.250 | 4.0 % | 0.001 |"
 
 
+def test_every_suite_is_one_registered_suite_object() -> None:
+    """The CLI's suites, the docs blocks and the result files all come from the registry."""
+    assert B.SUITES == ("toy", "digits", "mixing", "samplers-overhead")
+    for name in B.SUITES:
+        suite = B.get_suite(name)
+        assert isinstance(suite, B.Suite) and suite.name == name and B.REGISTRY[name] is suite
+    assert set(B.get_suite("toy").arguments) >= {"steps", "nfe", "num", "seed", "dopri_tol"}
+    assert B.get_suite("mixing").arguments == {} and B.SUITE_MODELS["toy"][0].key == "vp"
+    with pytest.raises(ValueError, match="valid suites are: toy, digits, mixing, samplers-"):
+        B.get_suite("nope")
+
+
+def test_fast_sampling_script_writes_its_block_through_the_package(tmp_path: Path) -> None:
+    """bench/fast_sampling.py renders its stored rows and replaces only its own block."""
+    spec = importlib.util.spec_from_file_location("fast", REPO / "bench" / "fast_sampling.py")
+    fast = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fast)
+    rows = [["runs/toy_x", s, n, 2.0, 3.0] for s in fast.SAMPLER_NAMES for n in fast.NFES]
+    rows.append(["runs/toy_x", "em", 1000, 1.1, 1.2])
+    out = tmp_path / "b.md"
+    out.write_text(
+        "head\n\n<!-- bench:fast-sampling -->\nSTALE\n<!-- /bench:fast-sampling -->\ntail\n"
+    )
+    B.write_block(out, "fast-sampling", fast.render(rows))
+    text = out.read_text()
+    assert text.startswith("head\n\n<!-- bench:fast-sampling -->\n## Quality vs NFE")
+    assert text.endswith("<!-- /bench:fast-sampling -->\ntail\n") and "STALE" not in text
+    assert "**toy_x** — reference em, 1000 NFE: 1.10 / 1.20" in text
+    assert "| ei1c | 2.00 / 3.00 | 2.00 / 3.00 | 2.00 / 3.00 | 2.00 / 3.00 |" in text
+
+
 # ---------------------------------------------------------------------------- marker blocks
 
 

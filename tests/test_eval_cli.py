@@ -180,3 +180,55 @@ def test_plot_snapshots_and_samples(run_dir, tmp_path) -> None:
     assert fig.stat().st_size > 10_000
     _bad(_invoke("plot", "samples", npz, "--label", "a", "--label", "b"), "one --label per source")
     _bad(_invoke("plot", "samples", tmp_path / "none.npz"), "does not exist")
+
+
+# ---------------------------------------------------------------------------- dataset facts
+
+
+def test_datasets_carry_their_evaluation_facts() -> None:
+    """Mode centres and the feature extractor come from the DataSource, not from a switch on
+    the dataset's name (thin_rolls shares the multi-Swiss-roll's centres)."""
+    from phasediff.data import MULTI_SWISS_ROLL_CENTERS, DataSource
+
+    rolls, thin = get_data("multi_swiss_roll", n_train=10), get_data("thin_rolls", n_train=10)
+    assert torch.equal(rolls.mode_centers, MULTI_SWISS_ROLL_CENTERS.double())
+    assert torch.equal(thin.mode_centers, rolls.mode_centers)
+    gauss = get_data("8gaussians", n_train=10).mode_centers
+    assert gauss.shape == (8, 2) and torch.allclose(
+        gauss.norm(dim=1), torch.full((8,), 2**0.5).double()
+    )
+    assert get_data("moons", n_train=10).mode_centers is None
+    for digits in (get_data("digits"), get_data("digits", hflip=True)):
+        assert (digits.features, digits.reference_size, digits.mode_centers) == (
+            "digits",
+            297,
+            None,
+        )
+    assert torch.equal(R.mode_centers("thin_rolls"), thin.mode_centers)  # the name helper
+    assert R.mode_centers(thin) is thin.mode_centers and R.mode_centers("digits") is None
+
+    # a dataset evaluation knows nothing about: its own centres and feature callable are used
+    held = thin.held_out(400, seed=3)
+    scored = R.evaluate_samples(thin.held_out(400, seed=4), thin)["toy"]
+    assert {"mode_tvd", "mode_sliced_w2"} <= set(scored)
+    custom = DataSource(
+        "custom",
+        held,
+        "vector",
+        lambda n, s: thin.held_out(n, seed=s),
+        mode_centers=torch.zeros(1, 2),
+    )
+    assert R.evaluate_samples(held[:300], custom)["toy"]["mode_weights"] == [1.0]
+    images = torch.rand(60, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    source = DataSource(
+        "blobs",
+        images,
+        "image",
+        lambda n, s: images[torch.randperm(60, generator=torch.Generator().manual_seed(s))[:n]],
+        features=lambda x: x.reshape(x.shape[0], -1)[:, :3].double(),
+        reference_size=60,
+    )
+    fd = R.evaluate_samples(images[:40], source)["features_fd"]
+    assert fd["ratio"] == pytest.approx(fd["value"] / fd["floor"])
+    with pytest.raises(ValueError, match="mode_centers must have shape"):
+        DataSource("bad", held, "vector", custom._held_out_sampler, mode_centers=torch.zeros(2))
