@@ -352,7 +352,7 @@ def train_classifier_command(
 @app.command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo"),
-    steps: Annotated[int, typer.Option(help="Training steps for toy_hold (≥ 1).")] = 60_000,
+    steps: Annotated[int, typer.Option(help="Training steps for toy_hold (≥ 1).")] = 30_000,
     sampler_steps: Annotated[int, typer.Option(help="Lie–Trotter steps.")] = 50,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:

@@ -15,6 +15,9 @@ from phasediff.samplers import lie_trotter
 from phasediff.training import load_config, load_trained, train
 from phasediff.training.plots import save_samples
 
+DEMO_STEPS = 30_000
+"""Training steps of `make demo` (about 3 minutes on 2 cores; docs/benchmarks.md)."""
+
 
 def plot_trajectories(samples, path: Path, block_names, n_paths: int = 24) -> None:
     """x, v, a, … paths of the first coordinate against time, as HOLD's Fig. 2."""
@@ -40,14 +43,16 @@ def plot_trajectories(samples, path: Path, block_names, n_paths: int = 24) -> No
 def run_demo(
     out: str | Path = "demo",
     *,
-    steps: int = 60_000,
+    steps: int = DEMO_STEPS,
     sampler_steps: int = 50,
-    num: int = 5000,
+    num: int = 20_000,
+    grid: str = "quadratic",
     progress: bool = True,
 ) -> dict:
-    """Train configs/toy_hold.toml for `steps` steps (resuming a previous demo run if there is
-    one), sample `num` points with Lie–Trotter at `sampler_steps`, write demo/*.png and
-    demo/metrics.json; returns the metrics."""
+    """Train configs/toy_hold.toml (the preconditioned recipe, docs/objectives.md) for `steps`
+    steps (resuming a previous demo run if there is one), sample `num` points with Lie–Trotter
+    at `sampler_steps` on `grid` (quadratic: small steps near t_min, where the score of thin
+    data is steep), write demo/*.png and demo/metrics.json; returns the metrics."""
     out = Path(out)
     run = out / "run"
     config = load_config(
@@ -62,14 +67,14 @@ def run_demo(
     gen = torch.Generator().manual_seed(0)
     t1 = time.perf_counter()
     samples = lie_trotter(
-        model, process, (num, 2), sampler_steps, generator=gen, return_trajectory=True
+        model, process, (num, 2), sampler_steps, grid=grid, generator=gen, return_trajectory=True
     )
     sample_seconds = time.perf_counter() - t1
     save_samples(
         samples.x,
         out / "samples.png",
         reference=data.held_out(num),
-        title=f"HOLD, Lie–Trotter {sampler_steps} steps",
+        title=f"HOLD, Lie–Trotter {sampler_steps} steps ({grid} grid)",
     )
     plot_trajectories(samples, out / "trajectories.png", process.block_names)
     metrics = evaluate_toy(
@@ -81,6 +86,7 @@ def run_demo(
     report = {
         "process": process.name,
         "sampler": "lie_trotter",
+        "grid": grid,
         "steps": sampler_steps,
         "nfe": samples.nfe,
         "train_steps": steps,

@@ -82,9 +82,16 @@ def test_bad_config_files(tmp_path):
 
 
 def test_toy_run_lowers_the_loss(tmp_path):
-    """Two seeds: the mean loss of the last 50 steps is well below that of the first 50."""
+    """Two seeds: the mean loss of the last 50 steps is well below that of the first 50.
+    Plain ε network and uniform t: the shipped preconditioned recipe's unit loss is mostly
+    irreducible at large t and sits near 1 for its first ~2500 steps (docs/objectives.md)."""
+    plain = [
+        "model.precondition=false",
+        "objective.weighting=eps",
+        "objective.time_density=uniform",
+    ]
     for seed in (0, 1):
-        cfg = small("toy_hold", "train.steps=300", f"seed={seed}")
+        cfg = small("toy_hold", "train.steps=300", f"seed={seed}", *plain)
         trainer = Trainer(cfg, tmp_path / f"s{seed}", progress=False)
         trainer.fit()
         first, last = trainer.losses[:50], trainer.losses[-50:]

@@ -19,8 +19,10 @@ def save_samples(
 
     x = x.detach().float().cpu()
     if x.ndim == 2 and x.shape[1] in (1, 2):
-        panels = [("samples", x)] + (
-            [("data", reference.float().cpu())] if reference is not None else []
+        # the title describes how the samples were drawn: it goes on their panel only, so
+        # the data panel never reads as if the model had generated the data
+        panels = [(f"samples: {title}" if title else "samples", x)] + (
+            [("data (held out)", reference.float().cpu())] if reference is not None else []
         )
         fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
         for ax, (label, pts) in zip(axes[0], panels, strict=True):
@@ -29,7 +31,7 @@ def save_samples(
                 ax.set_aspect("equal")
             else:
                 ax.hist(pts[:, 0].numpy(), bins=100, density=True)
-            ax.set_title(f"{label} {title}".strip())
+            ax.set_title(label)
     elif x.ndim == 4:
         n = min(x.shape[0], 64)
         cols = int(math.ceil(math.sqrt(n)))
