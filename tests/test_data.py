@@ -49,6 +49,7 @@ def test_toy_names() -> None:
         "checkerboard",
         "moons",
         "gmm1d",
+        "thin_rolls",
     }
 
 
@@ -100,6 +101,18 @@ def test_multi_swiss_roll_centers() -> None:
     centers = D.MULTI_SWISS_ROLL_CENTERS
     assert centers.shape == (5, 2)
     assert {tuple(round(v, 6) for v in row) for row in centers.tolist()} == expected
+
+
+def test_thin_rolls_modes() -> None:
+    """Same centres and equal weights as multi_swiss_roll; rolls of radius 0.14 with noise
+    0.002: every point within [0.14/3 − 6·0.002, 0.14 + 6·0.002] of its centre."""
+    x = D.sample_toy("thin_rolls", N, seed=12)
+    nearest, mode = torch.cdist(x, D.MULTI_SWISS_ROLL_CENTERS).min(dim=1)
+    weights = torch.bincount(mode, minlength=5).double() / N
+    assert (weights - 0.2).abs().max() <= _binomial_tol(0.2, N), weights
+    r_out, margin = T.THIN_ROLLS_RADIUS, NOISE_BOUND * T.THIN_ROLLS_NOISE
+    assert r_out - margin <= nearest.max() <= r_out + margin
+    assert nearest.min() >= r_out / 3 - margin
 
 
 def test_multi_swiss_roll_modes() -> None:
@@ -230,7 +243,7 @@ def test_sample_toy_errors() -> None:
     _check_message(e)
     assert str(e.value) == (
         "unknown toy 'foo'; valid toys are: "
-        "8gaussians, checkerboard, gmm1d, moons, multi_swiss_roll, swiss_roll."
+        "8gaussians, checkerboard, gmm1d, moons, multi_swiss_roll, swiss_roll, thin_rolls."
     )
     for bad in (0, -3, 2.5, True, "4", None):
         with pytest.raises(ValueError, match=re.escape("n must be an integer ≥ 1, got ")) as e:
@@ -357,7 +370,7 @@ def test_get_data_errors() -> None:
     assert str(e.value) == (
         "unknown dataset 'foo'; valid datasets are: "
         "8gaussians, checkerboard, cifar10, digits, folder, gmm1d, mnist, moons, "
-        "multi_swiss_roll, swiss_roll."
+        "multi_swiss_roll, swiss_roll, thin_rolls."
     )
     for bad in (0, -1, 1.5, False):
         with pytest.raises(
