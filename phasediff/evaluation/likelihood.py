@@ -1,9 +1,10 @@
 """Likelihoods through the probability-flow ODE, for any linear process (docs/design.md §6).
 
-The PF-ODE dz/dt = f(z, t) = β(t)[A z − h(t) D ∇log p_t(z)] (the drift of
-``phasediff.samplers.ode``, with the model's score on the noisy blocks) carries the
-model's density along its paths: d/dt log p_t(z_t) = −∇·f(z_t, t) (instantaneous change of
-variables). Integrating from t_min to T gives the model's density at t_min:
+The PF-ODE dz/dt = f(z, t) = β(t)[A z − h(t) D ∇log p_t(z)] (``ModelDynamics.flow`` of
+``phasediff.samplers``: the field the PF-ODE samplers integrate, with the model's score on
+the noisy blocks) carries the model's density along its paths: d/dt log p_t(z_t) =
+−∇·f(z_t, t) (instantaneous change of variables). Integrating from t_min to T gives the
+model's density at t_min:
 
     log p_θ(z) = log π(z_T) + ∫_{t_min}^T ∇·f(z_t, t) dt,      z_{t_min} = z,
 
@@ -33,8 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from phasediff.processes import LinearProcess
-from phasediff.samplers.base import CountingModel
-from phasediff.samplers.ode import ProbabilityFlowField
+from phasediff.samplers import ModelDynamics
 
 __all__ = [
     "DIVERGENCES",
@@ -213,8 +213,8 @@ def ode_log_density(
     dtype = _model_dtype(model, z.dtype)
     device = z.device
     z = z.detach().to(dtype)
-    counted = CountingModel(model)
-    velocity = ProbabilityFlowField(counted, process, device, dtype)
+    dynamics = ModelDynamics(model, process, device=device, dtype=dtype)
+    velocity = dynamics.flow  # the PF-ODE field β[Az − hDŝ], the samplers' own
     probe = None
     if method == "hutchinson":
         bits = torch.randint(0, 2, z.shape, generator=generator, dtype=torch.int64)
@@ -236,7 +236,7 @@ def ode_log_density(
         z_path, div_path = odeint(rhs, start, times, rtol=rtol, atol=atol, method="dopri5")
     z_T, integral = z_path[-1], div_path[-1]
     logp = process.prior_logp(z_T.to(torch.float64)).to(torch.float64)
-    return logp + integral.to(torch.float64), counted.nfe, method
+    return logp + integral.to(torch.float64), dynamics.nfe, method
 
 
 # ---------------------------------------------------------------------------- NLL

@@ -20,6 +20,7 @@ from phasediff.processes.presets import (
     vp,
     zero_force,
 )
+from phasediff.processes.reverse import ReverseDynamics
 from phasediff.processes.schedules import (
     BetaSchedule,
     ConstantBeta,
@@ -29,6 +30,7 @@ from phasediff.processes.schedules import (
 
 __all__ = [
     "PRESETS",
+    "ReverseDynamics",
     "BetaSchedule",
     "ConstantBeta",
     "GeometricVarianceBeta",

@@ -8,6 +8,7 @@ model trained by phasediff becomes one through `ve_score_adapter`.
 """
 
 from phasediff.samplers.base import CountingModel, Samples
+from phasediff.samplers.dynamics import ModelDynamics
 from phasediff.samplers.exponential import exponential_integrator
 from phasediff.samplers.grids import GRIDS, optimal_grid, time_grid
 from phasediff.samplers.hamiltonian import hgf_dopri5, hgf_ei, hgf_euler, hgf_heun
@@ -24,6 +25,7 @@ __all__ = [
     "SAMPLERS",
     "SamplerEntry",
     "CountingModel",
+    "ModelDynamics",
     "Samples",
     "annealed_langevin",
     "euler_maruyama",

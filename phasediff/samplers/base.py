@@ -1,5 +1,5 @@
-"""Shared pieces of every sampler: the result type, NFE counting, score read-out and the
-Euler/Heun loop (docs/design.md §4); time grids live in `phasediff.samplers.grids`."""
+"""Shared pieces of every sampler: the result type, NFE counting and the Euler/Heun loop
+(docs/design.md §4); time grids live in `phasediff.samplers.grids`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import torch
 
 from phasediff.objectives import parameterization_of
-from phasediff.processes import LinearProcess, apply_blocks
+from phasediff.processes import LinearProcess
+from phasediff.processes.reverse import ReverseDynamics
 from phasediff.samplers.grids import GRIDS as GRIDS  # re-exported for the samplers
 from phasediff.samplers.grids import time_grid as time_grid
 
@@ -40,23 +41,9 @@ class CountingModel:
 
 
 def score_factors(process: LinearProcess, times: torch.Tensor) -> torch.Tensor:
-    """U(t) = (L_t⁻ᵀ)_nn at each grid time: ε-models give the score ŝ = −U ε̂."""
-    _, _, L = process.marginal(times)
-    return process.noisy_score_factor(L)
-
-
-def noisy_score(
-    model: CountingModel, z: torch.Tensor, t: float | torch.Tensor, U: torch.Tensor
-) -> torch.Tensor:
-    """The model's score on the noisy blocks at a scalar time t (U: m×m for that t)."""
-    if isinstance(t, torch.Tensor) and t.ndim == 1:
-        tt = t.to(dtype=z.dtype, device=z.device)
-    else:
-        tt = torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device)
-    out = model(z, tt)
-    if model.parameterization == "score":
-        return out
-    return -apply_blocks(U, out)
+    """U(t) = (L_t⁻ᵀ)_nn at each grid time: ε-models give the score ŝ = −U ε̂
+    (`phasediff.processes.ReverseDynamics.score_factor`)."""
+    return ReverseDynamics(process).score_factor(times)
 
 
 def check_shape(shape) -> tuple[int, ...]:
@@ -71,11 +58,6 @@ def check_shape(shape) -> tuple[int, ...]:
             f"got {shape}."
         )
     return shape
-
-
-def score_to_drift_matrix(process: LinearProcess) -> torch.Tensor:
-    """D[:, noisy] (k × m): the block map from the noisy-block score to D∇log p."""
-    return process.D[:, list(process.noisy_blocks)]
 
 
 def euler_heun_loop(

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess
+from phasediff.processes.reverse import ReverseDynamics
 
 RK4_PER_LOG_UNIT = 16  # RK4 steps per unit of log τ (tests/test_fast_sampling.py: converged)
 
@@ -64,7 +65,7 @@ def _rk4(
     rows: torch.Tensor,
     substeps: int,
     order: int,
-    lam: float,
+    eta: float,
     sigma_data: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Ψ, y, N of the steps `rows` by classical RK4 with `substeps` equal steps in s."""
@@ -74,14 +75,12 @@ def _rk4(
     tau = log_tau.exp()
     t_of = process.schedule.inverse_integral(tau.reshape(-1)).clamp(process.t_min, process.T)
     e, Sigma, _ = process.marginal(t_of)
-    h = torch.ones_like(tau).reshape(-1)
-    if process.noise_damping > 0:
-        h = -torch.expm1(-process.noise_damping * tau.reshape(-1))
-    scale = (1.0 + lam) * h[:, None, None]
-    f = (scale * process.D @ torch.linalg.solve(Sigma, e[..., None]))[..., 0].reshape(S, -1, k)
+    # the reverse-time family on the clock: dz = [Az − K∇log p] db + noise of rate N
+    K, noise = ReverseDynamics(process).clock(tau.reshape(-1), eta)
+    f = (K @ torch.linalg.solve(Sigma, e[..., None]))[..., 0].reshape(S, -1, k)
     ref = Sigma + sigma_data**2 * e[..., :, None] * e[..., None, :]
-    M = (process.A + scale * torch.linalg.solve(ref, process.D, left=False)).reshape(S, -1, k, k)
-    noise = (2.0 * lam * h[:, None, None] * process.D).reshape(S, -1, k, k)
+    M = (process.A + torch.linalg.solve(ref, K, left=False)).reshape(S, -1, k, k)
+    noise = noise.reshape(S, -1, k, k)
     rate = (tau * dlog[rows, None])[..., None, None]  # dτ/ds, (S, P, 1, 1)
     ell = torch.zeros(S, order, s.numel(), dtype=torch.float64)
     for p in range(1, order + 1):
@@ -165,7 +164,7 @@ def exponential_coefficients(
     for count in counts.unique().tolist():
         rows = (counts == count).nonzero()[:, 0]
         Psi[rows], Y[rows], N[rows] = _rk4(
-            process, log_b, dlog, nodes, p_eff, rows, int(count), width, lam, sigma_data
+            process, log_b, dlog, nodes, p_eff, rows, int(count), width, eta, sigma_data
         )
     R = torch.zeros_like(N)
     if lam > 0:

@@ -37,13 +37,61 @@ import torch
 
 from phasediff.objectives.hamiltonian import is_velocity_model
 from phasediff.processes import LinearProcess, apply_blocks
-from phasediff.samplers.base import CountingModel, Samples, check_shape, score_factors
+from phasediff.samplers.base import Samples
+from phasediff.samplers.dynamics import ModelDynamics, Recorder, prepare
 from phasediff.samplers.ei_coefficients import (
     cached_per_grid,
     check_order_eta,
     exponential_coefficients,
 )
-from phasediff.samplers.grids import optimal_grid, time_grid
+from phasediff.samplers.grids import optimal_grid
+
+
+def _check_options(model, order, eta, sigma_data, corrector) -> float:
+    """Refuse bad options and velocity models; returns σ_data (default 1)."""
+    check_order_eta(order, eta)
+    if not isinstance(corrector, bool):
+        raise ValueError(f"corrector must be True or False, got {corrector!r}.")
+    if is_velocity_model(model):  # routed by the registry (SAMPLERS["ei"]), not here
+        if corrector:
+            raise ValueError(
+                "corrector=True is for score models; velocity models use hgf_ei without it."
+            )
+        raise ValueError(
+            "exponential_integrator samples score and ε models; sample a velocity model with "
+            "hgf_ei (the samplers ei, ei1 and ei3 of phasediff.samplers route it there)."
+        )
+    sigma_data = 1.0 if sigma_data is None else sigma_data
+    if isinstance(sigma_data, bool) or not isinstance(sigma_data, int | float):
+        raise ValueError(f"sigma_data must be a number ≥ 0, got {sigma_data!r}.")
+    if not (math.isfinite(sigma_data) and sigma_data >= 0):
+        raise ValueError(f"sigma_data must be a finite number ≥ 0, got {sigma_data!r}.")
+    return sigma_data
+
+
+def _step_matrices(dyn: ModelDynamics, times, order, eta, sigma_data, corrector):
+    """(Ψ, Y, R, Y_corrector or None, a, c) cast for sampling, cached per grid: x̂₀ = aᵀz +
+    cᵀout (the ε/score map folded into c), z_{i+1} = Ψ_i z_i + Σ_j Y_ij δ_{i−j} + R_i ξ."""
+    p = dyn.process
+    key = (times.numpy().tobytes(), order, float(eta), float(sigma_data))
+    coef = cached_per_grid(
+        ("coef", *key),
+        p,
+        lambda: exponential_coefficients(p, times, order, eta, sigma_data=sigma_data),
+    )
+    Yc = None
+    if corrector:
+        Yc = cached_per_grid(
+            ("corr", *key),
+            p,
+            lambda: exponential_coefficients(
+                p, times, order, eta, sigma_data=sigma_data, corrector=True
+            )["Y"],
+        )
+        (Yc,) = dyn.cast(Yc)
+    c = coef["c"][:, None, :] @ dyn.score_map(times[:-1])  # cᵀŝ = cᵀS·out
+    a = coef["a"][:, None, :]
+    return (*dyn.cast(coef["Psi"], coef["Y"], coef["R"]), Yc, *dyn.cast(a, c))
 
 
 @torch.inference_mode()
@@ -53,12 +101,13 @@ def exponential_integrator(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str = "optimal",
+    grid: str | torch.Tensor = "optimal",
     denoise: bool = True,
     order: int = 2,
     eta: float = 0.0,
     sigma_data: float | None = None,
     corrector: bool = False,
+    z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -86,60 +135,22 @@ def exponential_integrator(
     `phasediff.samplers.SAMPLERS` hand a position-only velocity model (HGF, flow matching) to
     `hgf_ei`, the same integrator for the position ODE (docs/hgf.md §6): the sampler
     registry does the routing, with η = 0, the grid "optimal" replaced by "quadratic" and
-    σ_data defaulting to 0 (DPM-Solver++)."""
-    check_order_eta(order, eta)
-    if not isinstance(corrector, bool):
-        raise ValueError(f"corrector must be True or False, got {corrector!r}.")
-    if is_velocity_model(model):  # routed by the registry (SAMPLERS["ei"]), not here
-        if corrector:
-            raise ValueError(
-                "corrector=True is for score models; velocity models use hgf_ei without it."
-            )
-        raise ValueError(
-            "exponential_integrator samples score and ε models; sample a velocity model with "
-            "hgf_ei (the samplers ei, ei1 and ei3 of phasediff.samplers route it there)."
-        )
-    shape = check_shape(shape)
-    counted = CountingModel(model)
-    sigma_data = 1.0 if sigma_data is None else sigma_data
-    if isinstance(sigma_data, bool) or not isinstance(sigma_data, int | float):
-        raise ValueError(f"sigma_data must be a number ≥ 0, got {sigma_data!r}.")
-    if not (math.isfinite(sigma_data) and sigma_data >= 0):
-        raise ValueError(f"sigma_data must be a finite number ≥ 0, got {sigma_data!r}.")
-    if grid == "optimal":
-        times = optimal_grid(process, steps, order=order, sigma_data=sigma_data or 1.0)
-    else:
-        times = time_grid(process, steps, grid)
-    coef = cached_per_grid(
-        ("coef", times.numpy().tobytes(), order, float(eta), float(sigma_data)),
-        process,
-        lambda: exponential_coefficients(process, times, order, eta, sigma_data=sigma_data),
-    )
-    cast = {"device": device, "dtype": dtype}
-    Psi, Y, R = (coef[name].to(**cast) for name in ("Psi", "Y", "R"))
-    Yc = None
-    if corrector:
-        Yc = cached_per_grid(
-            ("corr", times.numpy().tobytes(), order, float(eta), float(sigma_data)),
-            process,
-            lambda: exponential_coefficients(
-                process, times, order, eta, sigma_data=sigma_data, corrector=True
-            )["Y"],
-        ).to(**cast)
-    a, c = coef["a"][:, None, :].to(**cast), coef["c"][:, None, :].to(**cast)
-    if counted.parameterization == "eps":  # s_n = −U ε, so cᵀs_n = −(Uᵀc)ᵀ ε
-        U = score_factors(process, times[:-1])
-        c = -(coef["c"][:, None, :] @ U).to(**cast)
+    σ_data defaulting to 0 (DPM-Solver++).
+
+    `grid`: a grid name or a decreasing float64 tensor of steps + 1 times; `z`: an optional
+    starting state (batch, k, *data_shape) instead of a prior draw."""
+    sigma_data = _check_options(model, order, eta, sigma_data, corrector)
+    if isinstance(grid, str) and grid == "optimal":
+        grid = optimal_grid(process, steps, order=order, sigma_data=sigma_data or 1.0)
+    dyn, times, z = prepare(model, process, shape, steps, grid, z, generator, device, dtype)
+    Psi, Y, R, Yc, a, c = _step_matrices(dyn, times, order, eta, sigma_data, corrector)
     stochastic = float(eta) > 0
-    z = process.prior_sample(shape, generator=generator, device=device, dtype=dtype)
-    trajectory = [z.clone()] if return_trajectory else []
+    t = times.tolist()
+    record = Recorder(z, times, callback, return_trajectory)
     history: list[torch.Tensor] = []  # x̂₀ at steps i, i−1, … (newest first)
-    t_all = times.tolist()
     base = z  # Ψ z + noise of the step that produced z (for the corrector)
     for i in range(steps):
-        tt = torch.full((z.shape[0],), t_all[i], dtype=z.dtype, device=z.device)
-        out = counted(z, tt)
-        history.insert(0, apply_blocks(a[i], z) + apply_blocks(c[i], out))
+        history.insert(0, apply_blocks(a[i], z) + apply_blocks(c[i], dyn(z, t[i])))
         if Yc is not None and i > 0:  # implicit step i−1 → i with δ at t_i from this call
             z = base
             for j, x0 in enumerate(history[: order + 1]):
@@ -153,11 +164,8 @@ def exponential_integrator(
         for j, x0 in enumerate(history):
             z_next = z_next + apply_blocks(Y[i, j, :, None], x0)
         z = z_next
-        if return_trajectory:
-            trajectory.append(z.clone())
-        if callback is not None:
-            callback({"i": i, "t": t_all[i + 1], "z": z})
-    return Samples(x=z[:, 0], z=z, nfe=counted.nfe, times=times, trajectory=trajectory)
+        record.step(i, z)
+    return record.samples(z, dyn.nfe, times)
 
 
 __all__ = ["exponential_coefficients", "exponential_integrator", "optimal_grid"]

@@ -27,7 +27,7 @@ from phasediff.objectives.hamiltonian import (
 )
 from phasediff.processes import LinearProcess
 from phasediff.samplers.base import Samples, check_shape, euler_heun_loop
-from phasediff.samplers.grids import time_grid
+from phasediff.samplers.dynamics import resolve_times, start_state
 
 
 class _CountingVelocity:
@@ -72,12 +72,20 @@ def prior_positions(
     return std * noise
 
 
-def _setup(model, process, shape, steps, grid, generator, device, dtype):
+def _setup(model, process, shape, steps, grid, z, generator, device, dtype):
+    """(counted model, times, x_start): x_start is a prior draw or the given positions z."""
     check_velocity_process(process)
     shape = check_shape(shape)
+    device = z.device if device is None and isinstance(z, torch.Tensor) else device
     counted = _CountingVelocity(model)
-    times = time_grid(process, steps, grid)
-    x = prior_positions(process, shape, generator, device, dtype)
+    times = resolve_times(process, steps, grid)
+    x = start_state(
+        (shape[0], 1, *shape[1:]),
+        z,
+        lambda: prior_positions(process, shape, generator, device, dtype),
+        device,
+        dtype,
+    )
     return counted, times, x
 
 
@@ -87,14 +95,15 @@ def _fixed_step(
     process: LinearProcess,
     shape,
     steps: int,
-    grid: str,
+    grid: str | torch.Tensor,
+    z: torch.Tensor | None,
     generator,
     callback,
     return_trajectory: bool,
     device,
     dtype,
 ) -> Samples:
-    counted, times, x = _setup(model, process, shape, steps, grid, generator, device, dtype)
+    counted, times, x = _setup(model, process, shape, steps, grid, z, generator, device, dtype)
     t_all = times.tolist()
     x, trajectory = euler_heun_loop(
         lambda i, x: counted(x, t_all[i]), x, times, method, callback, return_trajectory
@@ -109,8 +118,9 @@ def hgf_euler(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str = "uniform",
+    grid: str | torch.Tensor = "uniform",
     denoise: bool = True,
+    z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -126,6 +136,7 @@ def hgf_euler(
         shape,
         steps,
         grid,
+        z,
         generator,
         callback,
         return_trajectory,
@@ -141,8 +152,9 @@ def hgf_heun(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str = "uniform",
+    grid: str | torch.Tensor = "uniform",
     denoise: bool = True,
+    z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -158,6 +170,7 @@ def hgf_heun(
         shape,
         steps,
         grid,
+        z,
         generator,
         callback,
         return_trajectory,
@@ -173,10 +186,11 @@ def hgf_dopri5(
     shape: tuple[int, ...],
     steps: int = 1,
     *,
-    grid: str = "uniform",
+    grid: str | torch.Tensor = "uniform",
     denoise: bool = True,
     rtol: float = 1e-5,
     atol: float = 1e-5,
+    z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -189,7 +203,7 @@ def hgf_dopri5(
 
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
-    counted, times, x = _setup(model, process, shape, steps, grid, generator, device, dtype)
+    counted, times, x = _setup(model, process, shape, steps, grid, z, generator, device, dtype)
     lo, hi = process.t_min, process.T
 
     def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -287,10 +301,11 @@ def hgf_ei(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str = "quadratic",
+    grid: str | torch.Tensor = "quadratic",
     denoise: bool = True,
     order: int = 2,
     sigma_data: float = 0.0,
+    z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -317,7 +332,7 @@ def hgf_ei(
         or not (math.isfinite(sigma_data) and sigma_data >= 0)
     ):
         raise ValueError(f"sigma_data must be a finite number ≥ 0, got {sigma_data!r}.")
-    counted, times, x = _setup(model, process, shape, steps, grid, generator, device, dtype)
+    counted, times, x = _setup(model, process, shape, steps, grid, z, generator, device, dtype)
     coef = hgf_ei_coefficients(process, times, order, float(sigma_data))
     ratio, kappa, c1, c2 = (coef[n].tolist() for n in ("ratio", "kappa", "c1", "c2"))
     Y = coef["Y"].tolist()

@@ -1,5 +1,5 @@
-"""Predictor–corrector sampling (Song et al. 2021, SPEC §4): a reverse-SDE Euler–Maruyama
-predictor followed by Langevin-MCMC corrector steps at the new time.
+"""Predictor–corrector sampling (Song et al. 2021, docs/design.md §4): a reverse-SDE
+Euler–Maruyama predictor followed by Langevin-MCMC corrector steps at the new time.
 
 The corrector targets p_t itself, z ← z + δ ŝ(z, t) + √(2δ) ξ, with one δ per batch from a
 signal-to-noise ratio r as in score_sde: δ = 2 (r ‖ξ‖ / ‖ŝ‖)², norms averaged over the batch.
@@ -15,14 +15,8 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess, apply_blocks
-from phasediff.samplers.base import (
-    CountingModel,
-    Samples,
-    check_shape,
-    noisy_score,
-    score_factors,
-    time_grid,
-)
+from phasediff.samplers.base import Samples
+from phasediff.samplers.dynamics import Recorder, prepare
 
 
 @torch.inference_mode()
@@ -32,10 +26,11 @@ def predictor_corrector(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str = "uniform",
+    grid: str | torch.Tensor = "uniform",
     denoise: bool = True,
     snr: float = 0.16,
     n_corrector: int = 1,
+    z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -44,7 +39,8 @@ def predictor_corrector(
 ) -> Samples:
     """Euler–Maruyama predictor + `n_corrector` Langevin corrector steps with signal-to-noise
     ratio `snr` per grid step ((1 + n_corrector) NFE per step). `denoise` drops the noise of
-    the last predictor step and skips the last correction, as score_sde does."""
+    the last predictor step and skips the last correction, as score_sde does. `grid` and `z`
+    as for `euler_maruyama`."""
     if len(process.noisy_blocks) != process.k:
         raise ValueError(
             f"the predictor–corrector sampler needs the score of every block, but process "
@@ -54,39 +50,23 @@ def predictor_corrector(
         raise ValueError(f"snr must be a number > 0, got {snr!r}.")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
         raise ValueError(f"n_corrector must be an integer ≥ 0, got {n_corrector!r}.")
-    shape = check_shape(shape)
-    counted = CountingModel(model)
-    times = time_grid(process, steps, grid)
-    cast = {"device": device, "dtype": dtype}
-    starts = times[:-1]
-    h = (times[:-1] - times[1:]).tolist()
-    G = process.diffusion(starts)
-    GG = (G @ G.transpose(-1, -2)).to(**cast)
-    BA = (process.beta(starts)[:, None, None] * process.A).to(**cast)
-    U = score_factors(process, times).to(**cast)
-    G = G.to(**cast)
-    t_all = times.tolist()
-    z = process.prior_sample(shape, generator=generator, device=device, dtype=dtype)
-    trajectory = [z.clone()] if return_trajectory else []
+    dyn, times, z = prepare(model, process, shape, steps, grid, z, generator, device, dtype)
+    Mz, Mo, Gh = dyn.euler_maruyama(times)  # the predictor: one reverse-SDE step
+    (S,) = dyn.cast(dyn.score_map(times))  # ŝ = S·out at every grid time
+    t = times.tolist()
+    record = Recorder(z, times, callback, return_trajectory)
     for i in range(steps):
-        last = denoise and i == steps - 1
-        drift = apply_blocks(BA[i], z) - apply_blocks(
-            GG[i], noisy_score(counted, z, t_all[i], U[i])
-        )
-        z = z - h[i] * drift
-        if not last:
-            noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-            z = z + h[i] ** 0.5 * apply_blocks(G[i], noise)
+        z = apply_blocks(Mz[i], z) + apply_blocks(Mo[i], dyn(z, t[i]))
+        if not (denoise and i == steps - 1):
+            xi = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            z = z + apply_blocks(Gh[i], xi)
             for _ in range(n_corrector):
-                s = noisy_score(counted, z, t_all[i + 1], U[i + 1])
+                s = dyn.score(z, t[i + 1], S[i + 1])
                 xi = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
                 # one step size per batch from batch-mean norms (as score_sde): a per-sample
                 # δ(z) would break the corrector's invariance of p_t
                 ratio = xi.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean()
                 delta = 2.0 * (snr * float(ratio)) ** 2
                 z = z + delta * s + (2.0 * delta) ** 0.5 * xi
-        if return_trajectory:
-            trajectory.append(z.clone())
-        if callback is not None:
-            callback({"i": i, "t": t_all[i + 1], "z": z})
-    return Samples(x=z[:, 0], z=z, nfe=counted.nfe, times=times, trajectory=trajectory)
+        record.step(i, z)
+    return record.samples(z, dyn.nfe, times)

@@ -1,4 +1,4 @@
-"""Splitting samplers for any linear process (SPEC §4; HOLD's Lie–Trotter, CLD's SSCS).
+"""Splitting samplers for any linear process (docs/design.md §4; HOLD's Lie–Trotter, CLD's SSCS).
 
 On the integrated clock b (db = β dt, running backwards from T) the reverse SDE is
 
@@ -8,7 +8,8 @@ with P the prior covariance (S for complete-recipe processes, where A_r = (Q −
 recipe with Q ↦ −Q). The first part with noise 2D is again an exactly solvable linear SDE
 (`LinearFlow(A_r, D)`); the second is a "score kick" that only moves the noisy blocks and
 vanishes when the data is Gaussian with covariance P. Derivation: docs/samplers.md.
-All k×k step matrices are computed once per grid.
+All k×k step matrices are computed once per grid, by
+`phasediff.processes.ReverseDynamics.splitting`.
 """
 
 from __future__ import annotations
@@ -18,95 +19,36 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess, apply_blocks
-from phasediff.processes.kernels import LinearFlow
-from phasediff.samplers.base import (
-    CountingModel,
-    Samples,
-    check_shape,
-    score_factors,
-    time_grid,
-)
+from phasediff.samplers.base import Samples
+from phasediff.samplers.dynamics import Recorder, prepare
 
 
-def _reverse_flow(process: LinearProcess) -> tuple[LinearFlow, torch.Tensor]:
-    if process.noise_damping > 0:
-        raise ValueError(
-            f"splitting samplers need a constant diffusion; process '{process.name}' has noise "
-            f"damping (sub-VP), so use the 'em', 'euler' or 'heun' samplers."
-        )
-    Pinv = torch.linalg.pinv(process.prior_cov)
-    A_r = -process.A - 2.0 * process.D @ Pinv
-    return LinearFlow(A_r, process.D), Pinv
-
-
-def _factor(N: torch.Tensor) -> torch.Tensor:
-    """A square root of each psd N (eigen-based: N may be singular in noise-free blocks)."""
-    evals, evecs = torch.linalg.eigh(N)
-    return evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
-
-
-def _split(
-    order: int,
-    model,
-    process: LinearProcess,
-    shape,
-    steps: int,
-    grid: str,
-    denoise: bool,
-    generator,
-    callback,
-    return_trajectory: bool,
-    device,
-    dtype,
-) -> Samples:
-    shape = check_shape(shape)
-    counted = CountingModel(model)
-    times = time_grid(process, steps, grid)
-    flow, Pinv = _reverse_flow(process)
-    B = process.beta_integral(times)  # B(0, t_i), decreasing
-    b = B[:-1] - B[1:]  # integrated length of each step
-    n = list(process.noisy_blocks)
-    if order == 1:  # Lie–Trotter: kick at t_i, then the exact flow over b
-        E, N = flow(b)
-        kick_times = times[:-1]
-    else:  # Strang: half flow, kick at the midpoint of the integrated clock, half flow
-        E, N = flow(b / 2)
-        kick_times = process.schedule.inverse_integral(B[:-1] - b / 2)
-        kick_times = kick_times.clamp(process.t_min, process.T)
-    R = _factor(N)
-    # kick z ← z + b·K(s + P⁻¹_n z) (K = 2D[:, n]) folded with the flow that follows it:
-    # z ← E(I + bK P⁻¹_n) z + E bK s + R ξ — one k×k and one k×m product per NFE.
-    eye = torch.eye(process.k, dtype=torch.float64)
-    bK = b[:, None, None] * (2.0 * process.D[:, n])
-    Mz = E @ (eye + bK @ Pinv[n]) if n else E
-    Mo = E @ bK
-    if n and counted.parameterization == "eps":
-        Mo = -Mo @ score_factors(process, kick_times)  # score = −U ε
-    cast = {"device": device, "dtype": dtype}
-    E, R, Mz, Mo = (m.to(**cast) for m in (E, R, Mz, Mo))
+def _split(midpoint: bool, model, process, shape, steps, denoise, options) -> Samples:
+    """Lie–Trotter (kick, flow) or, with ``midpoint``, Strang (half flow, kick, half flow)."""
+    o, generator = options, options["generator"]
+    dyn, times, z = prepare(
+        model, process, shape, steps, o["grid"], o["z"], generator, o["device"], o["dtype"]
+    )
+    # kick folded with the flow after it: z ← Mz z + Mo·out + R ξ, k×k matrices once per grid
+    E, R, Mz, Mo, kick_times = dyn.splitting(times, midpoint)
+    t_kick = kick_times.tolist()
 
     def noise(z: torch.Tensor, i: int) -> torch.Tensor:
         xi = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         return apply_blocks(R[i], xi)
 
-    z = process.prior_sample(shape, generator=generator, device=device, dtype=dtype)
-    tt = [torch.full((shape[0],), t, device=z.device, dtype=dtype) for t in kick_times.tolist()]
-    trajectory = [z.clone()] if return_trajectory else []
+    record = Recorder(z, times, o["callback"], o["return_trajectory"])
     for i in range(steps):
-        last = denoise and i == steps - 1
-        if order == 2:  # first half flow
+        if midpoint:  # first half flow
             z = apply_blocks(E[i], z) + noise(z, i)
         z_next = apply_blocks(Mz[i], z)
-        if n:
-            z_next = z_next + apply_blocks(Mo[i], counted(z, tt[i]))
-        if not last:
+        if dyn.noisy:
+            z_next = z_next + apply_blocks(Mo[i], dyn(z, t_kick[i]))
+        if not (denoise and i == steps - 1):
             z_next = z_next + noise(z, i)
         z = z_next
-        if return_trajectory:
-            trajectory.append(z.clone())
-        if callback is not None:
-            callback({"i": i, "t": float(times[i + 1]), "z": z})
-    return Samples(x=z[:, 0], z=z, nfe=counted.nfe, times=times, trajectory=trajectory)
+        record.step(i, z)
+    return record.samples(z, dyn.nfe, times)
 
 
 @torch.inference_mode()
@@ -116,8 +58,9 @@ def lie_trotter(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str = "uniform",
+    grid: str | torch.Tensor = "uniform",
     denoise: bool = True,
+    z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -126,21 +69,11 @@ def lie_trotter(
 ) -> Samples:
     """HOLD's Lie–Trotter splitting: score kick z += b·2D(ŝ + P⁻¹z), then the exact linear
     flow of A_r with noise 2D over the step; one NFE per step, first order. `denoise` drops
-    the noise of the last flow."""
-    return _split(
-        1,
-        model,
-        process,
-        shape,
-        steps,
-        grid,
-        denoise,
-        generator,
-        callback,
-        return_trajectory,
-        device,
-        dtype,
-    )
+    the noise of the last flow. `grid`: a grid name or a decreasing float64 tensor of
+    steps + 1 times; `z`: an optional starting state (batch, k, *data_shape)."""
+    options = dict(grid=grid, z=z, generator=generator, callback=callback, device=device)
+    options.update(return_trajectory=return_trajectory, dtype=dtype)
+    return _split(False, model, process, shape, steps, denoise, options)
 
 
 @torch.inference_mode()
@@ -150,8 +83,9 @@ def strang(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str = "uniform",
+    grid: str | torch.Tensor = "uniform",
     denoise: bool = True,
+    z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -159,18 +93,8 @@ def strang(
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
     """Strang splitting (CLD's SSCS for any process and order k): half linear flow, score
-    kick at the midpoint of the integrated clock, half linear flow; one NFE per step."""
-    return _split(
-        2,
-        model,
-        process,
-        shape,
-        steps,
-        grid,
-        denoise,
-        generator,
-        callback,
-        return_trajectory,
-        device,
-        dtype,
-    )
+    kick at the midpoint of the integrated clock, half linear flow; one NFE per step. `grid`
+    and `z` as for `lie_trotter`."""
+    options = dict(grid=grid, z=z, generator=generator, callback=callback, device=device)
+    options.update(return_trajectory=return_trajectory, dtype=dtype)
+    return _split(True, model, process, shape, steps, denoise, options)
