@@ -70,7 +70,7 @@ EI = ("ei", "ei1", "ei3", "eic", "ei1c")
 # change of 1e-14 in the start state moves dopri5's result by 1e-3 (vp) — the error control
 # turns rounding into other step sizes — so no refactor could match it to rounding. The
 # fixed-step samplers on the same model move by ≤ 1e-14, and dopri5 on the exact scores by
-# ≤ 1e-9. No case depends on the thread count (checked with 1 and 2 threads).
+# ≤ 1e-13. No case depends on the thread count (checked with 1 and 2 threads).
 NOT_REPRODUCIBLE = ("dopri5 with the ε-MLP",)
 _PROCESSES: dict[str, P.LinearProcess] = {}
 
