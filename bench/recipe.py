@@ -47,7 +47,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from phasediff.evaluation import evaluate_toy
-    from phasediff.evaluation.report import mode_centers
     from phasediff.samplers import SAMPLERS
     from phasediff.training import load_config, load_trained, train
 
@@ -76,7 +75,7 @@ def main() -> None:
         train(config, run, resume=has, progress=False)
         train_s = time.perf_counter() - t0
         model, process, _, data = load_trained(run)
-        centers = mode_centers(data.name)
+        centers = data.mode_centers
         for sampler, steps, grid in plan:
             kw = {"grid": grid} if grid else {}
             gen = torch.Generator().manual_seed(args.seed)

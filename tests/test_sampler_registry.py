@@ -58,6 +58,8 @@ DEFAULT_GRID = {name: "uniform" for name in ALL} | {
     "eic": "optimal",
     "ei1c": "optimal",
     "hgf_ei": "quadratic",
+    "lie_trotter": "quadratic",  # fine steps near t_min: docs/samplers.md, "Default grids"
+    "strang": "quadratic",
 }
 
 

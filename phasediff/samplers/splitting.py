@@ -58,7 +58,7 @@ def lie_trotter(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str | torch.Tensor = "uniform",
+    grid: str | torch.Tensor = "quadratic",
     denoise: bool = True,
     z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -70,7 +70,9 @@ def lie_trotter(
     """HOLD's Lie–Trotter splitting: score kick z += b·2D(ŝ + P⁻¹z), then the exact linear
     flow of A_r with noise 2D over the step; one NFE per step, first order. `denoise` drops
     the noise of the last flow. `grid`: a grid name or a decreasing float64 tensor of
-    steps + 1 times; `z`: an optional starting state (batch, k, *data_shape)."""
+    steps + 1 times; the default "quadratic" takes small steps near t_min, where the score of
+    thin data is steep and a uniform grid's last kick blows samples up (docs/samplers.md,
+    "Default grids"); `z`: an optional starting state (batch, k, *data_shape)."""
     options = dict(grid=grid, z=z, generator=generator, callback=callback, device=device)
     options.update(return_trajectory=return_trajectory, dtype=dtype)
     return _split(False, model, process, shape, steps, denoise, options)
@@ -83,7 +85,7 @@ def strang(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str | torch.Tensor = "uniform",
+    grid: str | torch.Tensor = "quadratic",
     denoise: bool = True,
     z: torch.Tensor | None = None,
     generator: torch.Generator | None = None,

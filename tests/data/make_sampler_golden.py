@@ -66,6 +66,7 @@ def make_model(kind: str, process: P.LinearProcess, dtype: torch.dtype):
 # and dopri5 on stiff processes dominate the cost: they run on fewer processes and grids.
 FEWER = {"dopri5": ("vp", "cld"), "ei1": ("vp",), "ei3": ("vp",), "eic": ("cld",), "ei1c": ("vp",)}
 EI = ("ei", "ei1", "ei3", "eic", "ei1c")
+RECORDED_DEFAULT = {"lie_trotter": "uniform", "strang": "uniform"}
 # dopri5 with the random ε-MLP is left out: that ODE is so ill-conditioned that a relative
 # change of 1e-14 in the start state moves dopri5's result by 1e-3 (vp) — the error control
 # turns rounding into other step sizes — so no refactor could match it to rounding. The
@@ -104,7 +105,10 @@ def cases() -> list[dict]:
     for name, entry in REGISTRY.items():
         if "score" not in entry.kinds:
             continue
-        default, other = entry.default_grid, OTHER_GRID[entry.default_grid]
+        # the grids the golden file was written with (splitting samplers defaulted to uniform
+        # then; their default is now quadratic, a behaviour change of its own, docs/samplers.md)
+        default = RECORDED_DEFAULT.get(name, entry.default_grid)
+        other = OTHER_GRID[default]
         procs = FEWER.get(name, tuple(SCORE_PROCESSES))
         for proc in procs:
             p = SCORE_PROCESSES[proc]()
@@ -149,7 +153,8 @@ def run_case(sampler, process, model, steps, grid, dtype, trajectory, key=None) 
         known = torch.tensor(MEANS[0], dtype=torch.float64).expand(BATCH, DIM)
         mask = torch.zeros(BATCH, DIM, dtype=torch.bool)
         mask[:, 0] = True
-        s = inpaint(net, p, known, mask, steps, sampler=sampler, generator=g, dtype=dtype)
+        kw = {"grid": RECORDED_DEFAULT[sampler]} if sampler in RECORDED_DEFAULT else {}
+        s = inpaint(net, p, known, mask, steps, sampler=sampler, generator=g, dtype=dtype, **kw)
     else:
         s = SAMPLERS[sampler](
             net,
