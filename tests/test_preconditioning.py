@@ -243,6 +243,7 @@ def test_edm_time_density_needs_a_preconditioned_model(tmp_path):
     from phasediff.training import Trainer
 
     with pytest.raises(ValueError, match="needs a preconditioned model"):
-        Trainer(_config(["objective.time_density=edm"]), tmp_path, progress=False)
+        plain = ["model.precondition=false", "objective.weighting=eps"]
+        Trainer(_config([*plain, "objective.time_density=edm"]), tmp_path, progress=False)
     cfg = _config(["model.precondition=true", "objective.time_density=edm", "train.steps=5"])
     Trainer(cfg, tmp_path / "ok", progress=False).fit()

@@ -633,13 +633,14 @@ def _foreign(run_dir: Path, dest: Path, edit) -> Path:
 
 FOREIGN = {
     "wrong shape": (
-        lambda m, t: t.update({"model.net.0.weight": torch.zeros(3, 3)}),
-        r"tensor 'net\.0\.weight' has shape \(3, 3\) in the checkpoint but \(16, \d+\) in the "
+        # the shipped toy configs wrap the MLP in a Preconditioned model: its MLP is `net`
+        lambda m, t: t.update({"model.net.net.0.weight": torch.zeros(3, 3)}),
+        r"tensor 'net\.net\.0\.weight' has shape \(3, 3\) in the checkpoint but \(16, \d+\) in the "
         r"network built from its config",
     ),
     "missing tensor": (
-        lambda m, t: t.pop("model.net.0.bias"),
-        r"tensor 'net\.0\.bias' is missing from the checkpoint",
+        lambda m, t: t.pop("model.net.net.0.bias"),
+        r"tensor 'net\.net\.0\.bias' is missing from the checkpoint",
     ),
     "extra tensor": (
         lambda m, t: t.update({"model.head.weight": torch.zeros(1)}),
