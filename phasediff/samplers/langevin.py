@@ -1,4 +1,5 @@
-"""Annealed Langevin dynamics (ALD) and momentum-imbued Langevin dynamics (MILD) (SPEC §4).
+"""Annealed Langevin dynamics (ALD) and momentum-imbued Langevin dynamics (MILD), docs/design.md
+§4.
 
 Both samplers work with any noise-conditional score `score(x, sigma) -> tensor like x`
 (NCSN-style, Song & Ermon 2019); `sigma` is passed as a Python float. `ve_score_adapter`
