@@ -118,14 +118,16 @@ class Preconditioned(nn.Module):
             process, torch.tensor([process.t_min, process.T], dtype=torch.float64), sigma_data
         )["log_cout2"]
         self._ell_range = (float(ends[0]), float(ends[1]))
+        self._last: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
 
     def coefficients(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Float64 coefficients for the (B,) times t, computed once when they are all equal."""
-        tt = t.detach().to("cpu", torch.float64).reshape(-1)
-        if tt.numel() > 1 and bool((tt == tt[0]).all()):
-            tt = tt[:1]  # samplers call with one time per batch: one k×k kernel, not B
+        """Float64 coefficients for the (B,) times t, computed once when they are all equal.
+        The last result is kept, so the 'denoiser' weighting of the same batch reuses it."""
+        tt = _shared_time(t.detach().to("cpu", torch.float64).reshape(-1))
         tt = tt.clamp(self.process.t_min, self.process.T)
-        return reference_coefficients(self.process, tt, self.sigma_data)
+        coef = reference_coefficients(self.process, tt, self.sigma_data)
+        self._last = (tt, coef)
+        return coef
 
     def noise_feature(self, t: torch.Tensor, coef: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.time_feature == "t":
@@ -200,11 +202,19 @@ def denoiser_gain(model, process: LinearProcess, t: torch.Tensor) -> torch.Tenso
             "weighting 'denoiser' needs a preconditioned model (model.precondition = true); "
             "use weighting 'eps' for plain networks."
         )
-    tt = t.detach().to("cpu", torch.float64).reshape(-1)
-    if tt.numel() > 1 and bool((tt == tt[0]).all()):
-        g = reference_coefficients(process, tt[:1], inner.sigma_data)["g"]
-        return g.pow(2).sum(-1).expand(tt.numel())
-    return reference_coefficients(process, tt, inner.sigma_data)["g"].pow(2).sum(-1)
+    n = t.numel()
+    tt = _shared_time(t.detach().to("cpu", torch.float64).reshape(-1))
+    last = getattr(inner, "_last", None)  # the model's own call on this batch (float32 times)
+    if last is not None and last[0].shape == tt.shape and torch.allclose(last[0], tt, rtol=1e-6):
+        g = last[1]["g"]
+    else:
+        g = reference_coefficients(process, tt, inner.sigma_data)["g"]
+    return g.pow(2).sum(-1).expand(n) if tt.numel() == 1 else g.pow(2).sum(-1)
+
+
+def _shared_time(tt: torch.Tensor) -> torch.Tensor:
+    """One time instead of B equal ones (samplers call with one time per batch)."""
+    return tt[:1] if tt.numel() > 1 and bool((tt == tt[0]).all()) else tt
 
 
 class NoiseLevelDensity:
