@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from phasediff.processes import LinearProcess, critical, get_process
+from phasediff.processes.linalg import psd_sqrt, symmetric_part
 
 
 @dataclass
@@ -47,21 +48,16 @@ def gaussian_kl(m1: torch.Tensor, S1: torch.Tensor, m2: torch.Tensor, S2: torch.
     L = torch.linalg.cholesky(S2)
     W = torch.linalg.solve_triangular(L, S1, upper=False)
     M = torch.linalg.solve_triangular(L, W.transpose(-1, -2), upper=False)
-    mu = torch.linalg.eigvalsh(0.5 * (M + M.transpose(-1, -2))) - 1.0
+    mu = torch.linalg.eigvalsh(symmetric_part(M)) - 1.0
     diff = torch.linalg.solve_triangular(L, (m1 - m2).unsqueeze(-1), upper=False).squeeze(-1)
     return 0.5 * (mu - torch.log1p(mu)).sum(-1) + 0.5 * (diff**2).sum(-1)
-
-
-def _sqrtm_psd(S: torch.Tensor) -> torch.Tensor:
-    evals, evecs = torch.linalg.eigh(0.5 * (S + S.transpose(-1, -2)))
-    return (evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)) @ evecs.transpose(-1, -2)
 
 
 def gaussian_w2(m1: torch.Tensor, S1: torch.Tensor, m2: torch.Tensor, S2: torch.Tensor):
     """2-Wasserstein distance between batches of Gaussians (closed form, float64)."""
     m1, S1, m2, S2 = (torch.as_tensor(x, dtype=torch.float64) for x in (m1, S1, m2, S2))
-    r2 = _sqrtm_psd(S2)
-    cross = _sqrtm_psd(r2 @ S1 @ r2)
+    r2 = psd_sqrt(S2)
+    cross = psd_sqrt(r2 @ S1 @ r2)
     trace = torch.diagonal(S1 + S2 - 2 * cross, dim1=-2, dim2=-1).sum(-1)
     w2sq = ((m1 - m2) ** 2).sum(-1) + trace.clamp_min(0)
     return w2sq.sqrt()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from phasediff.processes import LinearProcess, apply_blocks, get_process
+from phasediff.processes.linalg import psd_sqrt
 
 __all__ = [
     "compare_samples",
@@ -86,12 +87,6 @@ def gmm1d_mixture() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
-def _psd_sqrt(m: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a batch of psd matrices (eigen-based; fine when singular)."""
-    evals, evecs = torch.linalg.eigh(0.5 * (m + m.transpose(-1, -2)))
-    return (evecs * evals.clamp_min(0).sqrt()[..., None, :]) @ evecs.transpose(-1, -2)
-
-
 def forward_paths(
     process: LinearProcess, x0: torch.Tensor, times: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
@@ -103,13 +98,13 @@ def forward_paths(
     times = torch.as_tensor(times, dtype=torch.float64)
     B = x0.shape[0]
     eps = torch.randn((B, process.k, *x0.shape[1:]), generator=generator, dtype=torch.float64)
-    z = apply_blocks(_psd_sqrt(process.initial_cov), eps)
+    z = apply_blocks(psd_sqrt(process.initial_cov), eps)
     z[:, 0] += x0.to(torch.float64)
     states = [z]
     for s, t in zip(times[:-1].tolist(), times[1:].tolist(), strict=True):
         E, N = process.kernel(torch.tensor(t, dtype=torch.float64), torch.tensor(s))
         eps = torch.randn(z.shape, generator=generator, dtype=torch.float64)
-        z = apply_blocks(E, z) + apply_blocks(_psd_sqrt(N), eps)
+        z = apply_blocks(E, z) + apply_blocks(psd_sqrt(N), eps)
         states.append(z)
     return torch.stack(states)
 

@@ -32,8 +32,9 @@ from collections.abc import Callable
 
 import torch
 
-from phasediff.objectives.score_matching import sample_times
+from phasediff.objectives.score_matching import initial_state, sample_times
 from phasediff.processes import LinearProcess, apply_blocks
+from phasediff.processes.linalg import psd_factor
 
 VELOCITY = "velocity"
 """The `parameterization` label of a position-only velocity model V(x, t) (k = 1 input block,
@@ -148,12 +149,6 @@ def predicts_x0(model) -> bool:
     return is_velocity_model(model) and getattr(model, "prediction", None) == X0_PREDICTION
 
 
-def _symmetric_factor(sigma: torch.Tensor) -> torch.Tensor:
-    """R with R Rᵀ = Σ from the eigen-decomposition (Σ psd, possibly singular)."""
-    evals, evecs = torch.linalg.eigh(sigma)
-    return evecs * evals.clamp_min(0.0).sqrt()[..., None, :]
-
-
 def velocity_pair(
     process: LinearProcess,
     x0: torch.Tensor,
@@ -167,24 +162,13 @@ def velocity_pair(
     z_t | x₀ ~ N(e_t x₀, Σ_t), and for Hamiltonian flows (x_t, ẋ_t) lies on the trajectory
     through (x₀, v₀) to rounding. ẋ_t = a(t)·z_t."""
     check_velocity_process(process)
-    B, k = x0.shape[0], process.k
-    t = process.check_time(t).to(x0.device)
-    t = t.expand(B) if t.ndim == 0 else t
-    if t.shape != (B,):
-        raise ValueError(f"t must be a scalar or have shape ({B},), got {tuple(t.shape)}.")
+    t = process.batch_times(t, x0.shape[0]).to(x0.device)
     E, N = process.kernel(t, s=torch.zeros_like(t))
-    z0 = torch.zeros((B, k, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
-    z0[:, 0] = x0
-    if k > 1:
-        root = _symmetric_factor(process.initial_cov[1:, 1:])
-        aux = torch.randn(
-            (B, k - 1, *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=x0.device
-        )
-        z0[:, 1:] = apply_blocks(root.expand(B, k - 1, k - 1), aux)
+    z0 = initial_state(process, x0, generator)
     z = apply_blocks(E, z0)
     if bool(process.D.any()):
         noise = torch.randn(z0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
-        z = z + apply_blocks(_symmetric_factor(N), noise)
+        z = z + apply_blocks(psd_factor(N), noise)
     a = velocity_coefficients(process, t)  # (B, k)
     target = apply_blocks(a[:, None, :], z)
     return z[:, :1], target
@@ -229,8 +213,7 @@ def hgf_velocity(
     if t is None:
         t = sample_times(process, B, generator, device=x0.device)
     x_t, target = velocity_pair(process, x0, t, generator)
-    t = process.check_time(t).to(x0.device)
-    t = t.expand(B) if t.ndim == 0 else t
+    t = process.batch_times(t, B).to(x0.device)
     if predicts_x0(model):
         out, target = _x0_regression(model, process, x_t, x0, t)
     else:

@@ -29,6 +29,7 @@ import torch
 
 from phasediff.objectives.preconditioning import denoiser_gain
 from phasediff.processes import LinearProcess, apply_blocks
+from phasediff.processes.linalg import psd_factor
 
 WEIGHTINGS = ("eps", "score", "likelihood", "cld", "denoiser")
 PARAMETERIZATIONS = ("eps", "score")
@@ -54,6 +55,23 @@ def sample_times(
     return process.t_min + (process.T - process.t_min) * u
 
 
+def initial_state(
+    process: LinearProcess, x0: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """z₀ = (x₀, aux₀), (B, k, *data): the auxiliaries drawn from the process's initial law
+    N(0, Σ₀[1:, 1:] ⊗ I) (one draw of B·(k − 1)·d normals; none when k = 1)."""
+    B, k = x0.shape[0], process.k
+    z0 = torch.zeros((B, k, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
+    z0[:, 0] = x0
+    if k > 1:
+        root = psd_factor(process.initial_cov[1:, 1:])
+        noise = torch.randn(
+            (B, k - 1, *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=x0.device
+        )
+        z0[:, 1:] = apply_blocks(root.expand(B, k - 1, k - 1), noise)
+    return z0
+
+
 def parameterization_of(model) -> str:
     """The model's declared output ("eps" unless it says otherwise)."""
     kind = getattr(model, "parameterization", "eps")
@@ -69,20 +87,9 @@ def _perturb(process: LinearProcess, x0: torch.Tensor, t: torch.Tensor, generato
     sampled once at t = 0 and conditioned on (plain DSM)."""
     if hybrid:
         return process.sample_marginal(x0, t, generator=generator, return_factor=True)
-    B = x0.shape[0]
-    k = process.k
     E, N = process.kernel(t, s=torch.zeros_like(t))
     L = process.factor(N)
-    z0 = torch.zeros((B, k, *x0.shape[1:]), dtype=x0.dtype, device=x0.device)
-    z0[:, 0] = x0
-    if k > 1:
-        aux = process.initial_cov[1:, 1:]
-        evals, evecs = torch.linalg.eigh(aux)
-        root = (evecs * evals.clamp_min(0).sqrt()).to(x0.dtype)
-        noise = torch.randn(
-            (B, k - 1, *x0.shape[1:]), generator=generator, dtype=x0.dtype, device=x0.device
-        )
-        z0[:, 1:] = apply_blocks(root.expand(B, k - 1, k - 1), noise)
+    z0 = initial_state(process, x0, generator)
     eps = torch.randn(z0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     z = apply_blocks(E, z0) + apply_blocks(L, eps)
     return z, eps, L
@@ -107,10 +114,7 @@ def _loss(
     elif t is None:
         t = sample_times(process, B, generator, device=x0.device)
     else:
-        t = process.check_time(t).to(x0.device)
-        t = t.expand(B) if t.ndim == 0 else t
-        if t.shape != (B,):
-            raise ValueError(f"t must be a scalar or have shape ({B},), got {tuple(t.shape)}.")
+        t = process.batch_times(t, B).to(x0.device)
     z, eps, L = _perturb(process, x0, t, generator, hybrid)
     n = list(process.noisy_blocks)
     m = len(n)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from phasediff.processes.linalg import symmetric_part
+
 # Relative tolerance for the structural checks (psd / skew / spd) on float64 matrices.
 MATRIX_RTOL = 1e-10
 
@@ -53,7 +55,7 @@ def check_symmetric(m: torch.Tensor, name: str) -> None:
 
 def check_psd(m: torch.Tensor, name: str) -> None:
     check_symmetric(m, name)
-    low = float(torch.linalg.eigvalsh(0.5 * (m + m.T)).min())
+    low = float(torch.linalg.eigvalsh(symmetric_part(m)).min())
     if low < -MATRIX_RTOL * _scale(m):
         raise ValueError(
             f"{name} must be positive semi-definite, but its smallest eigenvalue is {low:.3g}."
@@ -62,7 +64,7 @@ def check_psd(m: torch.Tensor, name: str) -> None:
 
 def check_spd(m: torch.Tensor, name: str) -> None:
     check_symmetric(m, name)
-    low = float(torch.linalg.eigvalsh(0.5 * (m + m.T)).min())
+    low = float(torch.linalg.eigvalsh(symmetric_part(m)).min())
     if low <= MATRIX_RTOL * _scale(m):
         raise ValueError(
             f"{name} must be symmetric positive definite, but its smallest eigenvalue is {low:.3g}."

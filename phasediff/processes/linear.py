@@ -21,6 +21,7 @@ from phasediff.processes._validate import (
     check_spd,
 )
 from phasediff.processes.kernels import LinearFlow
+from phasediff.processes.linalg import psd_factor
 from phasediff.processes.schedules import BetaSchedule
 
 
@@ -146,9 +147,7 @@ class LinearProcess:
         self.factor_order = tuple(order)
         self._perm = None if order == list(range(k)) else order
         self._inv_perm = None if self._perm is None else [order.index(i) for i in range(k)]
-        # G with GGᵀ = D from an eigen-factor (D may be singular).
-        evals, evecs = torch.linalg.eigh(self.D)
-        self.G = evecs * evals.clamp_min(0).sqrt()
+        self.G = psd_factor(self.D)  # G Gᵀ = D (D may be singular)
 
         if prior_cov is None:
             if S is not None:
@@ -162,8 +161,7 @@ class LinearProcess:
                 prior_cov = E[0] @ self.initial_cov @ E[0].T + N[0]
         self.prior_cov = as_matrix(prior_cov, "prior_cov", k)
         check_psd(self.prior_cov, "prior_cov")
-        evals, evecs = torch.linalg.eigh(self.prior_cov)
-        self._prior_factor = evecs * evals.clamp_min(0).sqrt()
+        self._prior_factor, evals = psd_factor(self.prior_cov, return_eigenvalues=True)
         self._prior_singular = bool(evals.min() <= MATRIX_RTOL * max(1.0, float(evals.max())))
 
     # ------------------------------------------------------------------ schedule
@@ -196,6 +194,14 @@ class LinearProcess:
                 f"got values in [{lo:g}, {hi:g}]."
             )
         return t.clamp(self.t_min, self.T)
+
+    def batch_times(self, t: torch.Tensor | float, batch: int) -> torch.Tensor:
+        """`check_time` for a batch: a scalar is broadcast to (batch,), else t must be (batch,)."""
+        t = self.check_time(t)
+        t = t.expand(batch) if t.ndim == 0 else t
+        if t.shape != (batch,):
+            raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}.")
+        return t
 
     def _noise(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(E, N) from s to t, including the optional noise damping (float64)."""
@@ -278,12 +284,8 @@ class LinearProcess:
         With return_factor=True also returns L_t (batch, k, k) float64 (see `factor`).
         """
         x0 = check_data(x0)
-        t = self.check_time(t)
         B = x0.shape[0]
-        if t.ndim == 0:
-            t = t.expand(B)
-        if t.shape != (B,):
-            raise ValueError(f"t must be a scalar or have shape ({B},), got {tuple(t.shape)}.")
+        t = self.batch_times(t, B)
         mean_coef, _, L = self.marginal(t.to(x0.device))
         eps = torch.randn(
             (B, self.k, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from phasediff.processes.kernels import LinearFlow
+from phasediff.processes.linalg import psd_factor
 from phasediff.processes.linear import LinearProcess
 
 
@@ -30,12 +31,6 @@ def noise_damping(process: LinearProcess, b: torch.Tensor) -> torch.Tensor:
     if process.noise_damping > 0:
         return -torch.expm1(-process.noise_damping * b)
     return torch.ones_like(b)
-
-
-def _psd_root(N: torch.Tensor) -> torch.Tensor:
-    """R with R Rᵀ = N for psd N, eigen-based (N may be singular in noise-free blocks)."""
-    evals, evecs = torch.linalg.eigh(N)
-    return evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
 
 
 class ReverseDynamics:
@@ -137,7 +132,7 @@ class ReverseDynamics:
         # kick z ← z + b·K(s + P⁻¹_n z), K = 2D[:, n], folded with the flow that follows it
         bK = b[:, None, None] * (2.0 * p.D[:, n])
         Mz = E @ (torch.eye(p.k, dtype=torch.float64) + bK @ Pinv[n]) if n else E
-        return E, _psd_root(N), Mz, E @ bK, kick_times
+        return E, psd_factor(N), Mz, E @ bK, kick_times
 
 
 __all__ = ["ReverseDynamics", "noise_damping"]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess
+from phasediff.processes.linalg import psd_factor
 from phasediff.processes.reverse import ReverseDynamics
 
 RK4_PER_LOG_UNIT = 16  # RK4 steps per unit of log τ (tests/test_fast_sampling.py: converged)
@@ -168,8 +169,7 @@ def exponential_coefficients(
         )
     R = torch.zeros_like(N)
     if lam > 0:
-        evals, evecs = torch.linalg.eigh(0.5 * (N + N.transpose(-1, -2)))
-        R = evecs * evals.clamp_min(0).sqrt().unsqueeze(-2)
+        R = psd_factor(N, symmetrize=True)
     # x̂₀ read-out at the grid times t_0 … t_{S−1}: x̂₀ = wᵀ(s_n + (Σ⁻¹z)_n)
     e_g, Sigma_g, _ = process.marginal(times[:-1])
     Sinv_g = torch.linalg.inv(Sigma_g)

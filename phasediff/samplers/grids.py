@@ -9,6 +9,7 @@ import math
 import torch
 
 from phasediff.processes import LinearProcess
+from phasediff.processes.linalg import psd_factor
 from phasediff.samplers.ei_coefficients import (
     cached_per_grid,
     check_order_eta,
@@ -91,8 +92,7 @@ def _optimal_grid(
     ref = torch.linalg.inv(Sigma + sigma_data**2 * e[:, :, None] * e[:, None, :])
     readout = sigma_data**2 * (e[:, None, :] @ ref)[:, 0]  # x̂₀ = readoutᵀ z for this data
     flow = torch.eye(process.k, dtype=torch.float64)
-    evals, evecs = torch.linalg.eigh(process.prior_cov)
-    root = evecs * evals.clamp_min(0).sqrt()
+    root = psd_factor(process.prior_cov)
     kappa = []
     for i in range(n_fine + 1):
         kappa.append(readout[i] @ flow @ root)
