@@ -34,7 +34,7 @@ def evaluate_run(
     num: int | None = None,
     sampler: str = "lie_trotter",
     steps: int = 50,
-    grid: str = "uniform",
+    grid: str | None = None,
     seed: int = 0,
     inception: str | Path | None = None,
     nll: bool = False,
@@ -49,7 +49,8 @@ def evaluate_run(
     model, or its raw weights with ``ema=False``).
 
     Samples come from ``samples`` (an .npz with ``x``; the first ``num`` are used) or are drawn
-    with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000). ``nll`` adds the held-out
+    with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000, ``grid=None`` is the
+    sampler's default grid). ``nll`` adds the held-out
     NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
     """
     from phasediff.training import load_trained

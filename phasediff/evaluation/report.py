@@ -274,11 +274,11 @@ def evaluate_model(
     data: DataSource,
     *,
     out: str | Path,
-    samples: str | Path | None = None,
+    samples: str | Path | torch.Tensor | None = None,
     num: int | None = None,
     sampler: str = "lie_trotter",
     steps: int = 50,
-    grid: str = "uniform",
+    grid: str | None = None,
     seed: int = 0,
     inception: str | Path | None = None,
     nll: bool = False,
@@ -290,12 +290,13 @@ def evaluate_model(
     """Evaluate a loaded model; writes ``metrics.json`` and ``samples.png`` into ``out`` and
     returns the report (``report``'s entries first, e.g. the run it came from).
 
-    Samples come from ``samples`` (an .npz with ``x``; the first ``num`` are used) or are drawn
-    with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000). ``nll`` adds the held-out
-    NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
+    Samples come from ``samples`` (an .npz with ``x``, or a tensor of data-space samples; the
+    first ``num`` are used) or are drawn with ``sampler``/``steps``/``grid`` (``num`` defaults
+    to 2000; ``grid=None`` is the sampler's default grid). ``nll`` adds the held-out NLL
+    (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
     """
     from phasediff.evaluation.figures import compare_samples
-    from phasediff.samplers import get_sampler
+    from phasediff.samplers.registry import resolve
 
     check_eval_options(
         num=num, steps=steps, nll=nll, nll_num=nll_num, nll_tol=nll_tol, inception=inception
@@ -304,11 +305,16 @@ def evaluate_model(
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {str(out_dir)!r} is a file; pass a directory.")
     report = {**(report or {}), "process": process.name, "dataset": data.name}
-    if samples is not None:
+    if isinstance(samples, torch.Tensor):
+        x = _check_samples(samples if num is None else samples[:num], data)
+        report["samples"] = {"tensor": True, "num": int(x.shape[0])}
+    elif samples is not None:
         x = load_samples(samples, data, num)
         report["samples"] = {"file": str(samples), "num": int(x.shape[0])}
     else:
-        fn = get_sampler(sampler)
+        entry = resolve(sampler, model)
+        fn = entry.function
+        grid = entry.default_grid if grid is None else grid
         n = 2000 if num is None else num
         t0 = time.perf_counter()
         res = fn(
