@@ -8,10 +8,10 @@ hand-written and survives a rewrite of the block.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
+
+from phasediff.files import atomic_write_text
 
 __all__ = ["extract_blocks", "keep_bench_blocks", "write_block", "write_text"]
 
@@ -21,16 +21,9 @@ _BLOCK_RE = re.compile(
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and an atomic rename."""
+    """Create the parent directory, then write ``text`` atomically (``phasediff.files``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
 
 
 def extract_blocks(text: str) -> dict[str, str]:

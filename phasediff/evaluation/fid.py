@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from phasediff.files import atomic_write_bytes
+
 __all__ = [
     "DIGITS_CLASSIFIER_FILE",
     "FEATURE_EXTRACTORS",
@@ -247,7 +249,7 @@ def digits_classifier(
     another version. accuracy is on the 297 held-out digits of ``load_digits(seed=0)``.
     """
     from safetensors import safe_open
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder = Path(cache) if cache is not None else cache_dir()
     path = folder / DIGITS_CLASSIFIER_FILE
@@ -278,9 +280,8 @@ def digits_classifier(
         }
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), meta)
-            os.replace(tmp, path)
+            tensors = {k: v.contiguous() for k, v in net.state_dict().items()}
+            atomic_write_bytes(path, save(tensors, meta))
         except OSError:
             info["path"] = None  # an unwritable cache only costs a retrain next time
     _DIGITS_MEMO[str(path.resolve()) if path.exists() else str(path)] = (net, info)

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import hashlib
 import json
 import math
-import os
 import re
 import warnings
 from pathlib import Path
@@ -35,6 +33,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
+
+from phasediff.files import atomic_write_bytes, fsync_dir
 
 FORMAT = "phasediff-checkpoint"
 PICKLE_FORMAT = "torch-pickle"
@@ -53,53 +53,8 @@ class CheckpointWriteError(OSError):
 
 
 # ----------------------------------------------------------------------------- writing
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file + fsync + rename + directory fsync.
-
-    Readers see the old file or the new one, never a half-written one. On failure the
-    temporary file is removed and an OSError naming `path` is raised (`path` is untouched)."""
-    path = Path(path)
-    try:
-        _write_and_rename(path, data)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-
-
-def _write_and_rename(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            if written <= 0:  # pragma: no cover - os.write raises rather than return 0
-                raise OSError(errno.EIO, "short write", str(tmp))
-            view = view[written:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+# Files are written by `phasediff.files.atomic_write_bytes`, looked up here at call time (tests
+# replace `phasediff.training.checkpoint.atomic_write_bytes` to simulate a full disk).
 
 
 def _meta_digest(record: dict) -> str:
@@ -166,7 +121,7 @@ def save_checkpoint(
             # Re-saving a step (after falling back from a corrupt newer checkpoint): drop the
             # old marker first so that no JSON ever names tensors it was not written with.
             json_path.unlink()
-            _fsync_dir(ckpt_dir)
+            fsync_dir(ckpt_dir)
         atomic_write_bytes(tensor_path, payload)
         tensors_written = True
         atomic_write_bytes(json_path, text)

@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phasediff.files import atomic_write_bytes, atomic_write_text
 from phasediff.models.embedding import TimeEmbedding, check_int
 from phasediff.models.unet import Downsample, ResBlock, group_count
 from phasediff.objectives import sample_times
 from phasediff.processes import LinearProcess
-from phasediff.training.checkpoint import atomic_write_bytes, process_mismatch
+from phasediff.training.checkpoint import process_mismatch
 from phasediff.training.config import Config, config_from_dict, load_config
 from phasediff.training.run import first_non_finite_gradient, non_finite_error, open_run_dir
 
@@ -243,7 +244,7 @@ def _save(out: Path, clf: NoisyClassifier, process: LinearProcess, config: Confi
         "sha256": hashlib.sha256(blob).hexdigest(),
     }
     atomic_write_bytes(out / WEIGHTS_FILE, blob)  # weights first, the JSON commits
-    atomic_write_bytes(out / META_FILE, json.dumps(meta, indent=1).encode())
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=1))
 
 
 def load_classifier(

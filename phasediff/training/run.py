@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
+from phasediff.files import atomic_write_text
 from phasediff.training.checkpoint import (
-    atomic_write_bytes,
     decode_state,
     encode_state,
     list_checkpoints,
@@ -97,7 +97,7 @@ def truncate_metrics(path: Path, step: int, fields: list[str]) -> None:
     ]
     out = io.StringIO(newline="")
     csv.writer(out).writerows(kept)
-    atomic_write_bytes(path, out.getvalue().encode())
+    atomic_write_text(path, out.getvalue())
 
 
 def open_run_dir(run_dir: Path, *, probe: bool = True, what: str = "run directory") -> None:
@@ -255,8 +255,8 @@ class TrainingRun:
             self.restore(load_checkpoint(self.ckpt_dir))
         self.after_restore_hook()
         if self.is_main:
-            text = json.dumps(self.config.model_dump(), indent=1).encode()
-            atomic_write_bytes(self.run_dir / "config.json", text)
+            text = json.dumps(self.config.model_dump(), indent=1)
+            atomic_write_text(self.run_dir / "config.json", text)
 
     def after_restore_hook(self) -> None:
         """Called by `begin` after the (optional) resume, before config.json is written."""
