@@ -5,6 +5,7 @@ from phasediff.processes.kernels import transition_kernel, van_loan
 from phasediff.processes.linear import LinearProcess, apply_blocks, cholesky_factor
 from phasediff.processes.presets import (
     PRESETS,
+    ParameterError,
     cld,
     critical,
     get_process,
@@ -30,6 +31,7 @@ from phasediff.processes.schedules import (
 
 __all__ = [
     "PRESETS",
+    "ParameterError",
     "ReverseDynamics",
     "BetaSchedule",
     "ConstantBeta",

@@ -8,11 +8,12 @@ converted by dividing by β. Defaults and their sources are tabulated in docs/pr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from phasediff.processes._validate import as_matrix, as_time
+from phasediff.processes._validate import as_matrix, as_time, check_psd, check_skew, check_spd
 from phasediff.processes.critical import critical_chain
 from phasediff.processes.linear import LinearProcess
 from phasediff.processes.schedules import (
@@ -27,34 +28,125 @@ def _t(values) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float64)
 
 
+class ParameterError(ValueError):
+    """A bad preset argument: a `ValueError` whose message is one sentence and whose `param`
+    names the keyword argument at fault (a config reports it as `process.params.<param>`)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def _checked(param: str, check: Callable[[], object]):
+    """check() with its ValueError re-raised as a ParameterError naming `param`."""
+    try:
+        return check()
+    except ParameterError:
+        raise
+    except ValueError as exc:
+        raise ParameterError(param, str(exc)) from None
+
+
+def _recipe_matrix(value, name: str, k: int | None = None) -> torch.Tensor:
+    """A finite square float64 matrix; k×k like D when k is given (the mismatch names it)."""
+    m = _checked(name, lambda: as_matrix(value, name))
+    if k is not None and m.shape[0] != k:
+        n = m.shape[0]
+        raise ParameterError(name, f"{name} must be {k}×{k} like D, got {n}×{n}.")
+    return m
+
+
 def recipe(
     D,
     Q,
     S,
     *,
-    beta: float = 1.0,
+    beta: float | None = None,
+    beta_min: float | None = None,
+    beta_max: float | None = None,
+    aux_init: float | None = None,
     aux_init_cov=None,
     t_min: float = 1e-3,
     T: float = 1.0,
     name: str = "recipe",
 ) -> LinearProcess:
-    """Any complete-recipe process (PSLD paper, Thm. 2.1): D ⪰ 0, Q = −Qᵀ, S ≻ 0 constant.
+    """Any complete-recipe process (PSLD paper, Thm. 2.1): D ⪰ 0, Q = −Qᵀ, S ≻ 0 constant
+    k×k matrices, A = −(D + Q)S⁻¹; block 0 is the data, blocks 1…k−1 the auxiliaries.
 
-    aux_init_cov defaults to 0.04·S[1:, 1:] (the CLD/PSLD choice γ = 0.04) when k > 1.
+    The time change is a constant `beta` (default 1) or the linear schedule `beta_min` →
+    `beta_max` over [0, T]. The auxiliaries start at N(0, aux_init_cov) given x₀: a
+    (k−1)×(k−1) covariance, or `aux_init`·S[1:, 1:] (default aux_init = 0.04, the CLD/PSLD
+    choice γ = 0.04). Every bad argument raises a `ParameterError` (a ValueError) whose
+    one-sentence message names the matrix and the property that fails (docs/processes.md §1).
     """
-    S_ = as_matrix(S, "S")
-    if aux_init_cov is None and S_.shape[0] > 1:
-        aux_init_cov = 0.04 * S_[1:, 1:]
+    for param, value in (("t_min", t_min), ("T", T)):
+        if not _is_number(value) or not math.isfinite(value):
+            raise ParameterError(param, f"{param} must be a finite number, got {value!r}.")
+    if not 0 <= t_min < T:
+        raise ParameterError("t_min", f"need 0 ≤ t_min < T, got t_min={t_min}, T={T}.")
+    D_ = _recipe_matrix(D, "D")
+    k = D_.shape[0]
+    Q_ = _recipe_matrix(Q, "Q", k)
+    S_ = _recipe_matrix(S, "S", k)
+    _checked("D", lambda: check_psd(D_, "D"))
+    _checked("Q", lambda: check_skew(Q_, "Q"))
+    _checked("S", lambda: check_spd(S_, "S"))
+    if aux_init is not None and aux_init_cov is not None:
+        raise ParameterError(
+            "aux_init", "give either aux_init (a multiple of S[1:, 1:]) or aux_init_cov, not both."
+        )
+    if k == 1 and (aux_init is not None or aux_init_cov is not None):
+        which = "aux_init" if aux_init is not None else "aux_init_cov"
+        raise ParameterError(which, f"{which} was given but a k = 1 process has no auxiliaries.")
+    if aux_init_cov is not None:
+        aux = _recipe_matrix(aux_init_cov, "aux_init_cov")
+        if aux.shape[0] != k - 1:
+            n = aux.shape[0]
+            raise ParameterError(
+                "aux_init_cov",
+                f"aux_init_cov must be {k - 1}×{k - 1} (one row per auxiliary block of the "
+                f"k = {k} process), got {n}×{n}.",
+            )
+        _checked("aux_init_cov", lambda: check_psd(aux, "aux_init_cov"))
+    elif k > 1:
+        c = 0.04 if aux_init is None else aux_init
+        if not _is_number(c) or not math.isfinite(c) or c < 0:
+            raise ParameterError("aux_init", f"aux_init must be a finite number ≥ 0, got {c!r}.")
+        aux = c * S_[1:, 1:]
+    else:
+        aux = None
     return LinearProcess(
-        D,
-        ConstantBeta(beta),
-        Q=Q,
+        D_,
+        _recipe_schedule(beta, beta_min, beta_max, T),
+        Q=Q_,
         S=S_,
-        aux_init_cov=aux_init_cov,
+        aux_init_cov=aux,
         t_min=t_min,
         T=T,
         name=name,
     )
+
+
+def _recipe_schedule(beta, beta_min, beta_max, T) -> BetaSchedule:
+    """ConstantBeta(beta), or LinearBeta(beta_min, beta_max) over [0, T]."""
+    if beta_min is None and beta_max is None:
+        beta = 1.0 if beta is None else beta
+        if not _is_number(beta):
+            raise ParameterError("beta", f"beta must be a finite number > 0, got {beta!r}.")
+        return _checked("beta", lambda: ConstantBeta(beta))
+    if beta is not None:
+        raise ParameterError(
+            "beta", "give either beta (a constant time change) or beta_min and beta_max, not both."
+        )
+    if beta_min is None or beta_max is None:
+        missing = "beta_min" if beta_min is None else "beta_max"
+        raise ParameterError(
+            missing, f"a linear time change needs both beta_min and beta_max; {missing} is missing."
+        )
+    for param, value in (("beta_min", beta_min), ("beta_max", beta_max), ("T", T)):
+        if not _is_number(value) or not math.isfinite(value) or value <= 0:
+            raise ParameterError(param, f"{param} must be a finite number > 0, got {value!r}.")
+    return LinearBeta(beta_min, beta_max, T)
 
 
 def vp(beta_min: float = 0.1, beta_max: float = 20.0, *, t_min: float = 1e-5) -> LinearProcess:
@@ -172,14 +264,25 @@ def langevin_chain(
     auxiliaries start at N(0, aux_init·S_aux). k = 2 is CLD, k = 3 is HOLD.
     """
     k = _order(k)
-    c = [float(couplings)] * (k - 1) if _is_number(couplings) else [float(x) for x in couplings]
+    if _is_number(couplings):
+        c = [float(couplings)] * (k - 1)
+    else:
+        c = _numbers(
+            couplings,
+            "couplings",
+            f"a number or k − 1 = {k - 1} numbers (block j ↔ j + 1); a full coupling matrix "
+            f"is the skew Q of preset 'recipe' (D, Q, S)",
+        )
     if len(c) != k - 1:
         raise ValueError(f"couplings must be a number or have k − 1 = {k - 1} entries.")
     if any(not math.isfinite(x) or x <= 0 for x in c):
         raise ValueError(f"couplings must be finite and > 0, got {c}.")
     if not math.isfinite(friction) or friction <= 0:
         raise ValueError(f"friction must be finite and > 0, got {friction}.")
-    s = [1.0, *([1.0] * (k - 1) if masses is None else [float(m) for m in masses])]
+    if masses is None:
+        s = [1.0] * k
+    else:
+        s = [1.0, *_numbers(masses, "masses", f"k − 1 = {k - 1} numbers (S = diag(1, masses))")]
     if len(s) != k or any(not math.isfinite(m) or m <= 0 for m in s):
         raise ValueError(f"masses must be k − 1 = {k - 1} finite numbers > 0, got {masses}.")
     if not math.isfinite(aux_init) or aux_init < 0:
@@ -407,6 +510,7 @@ PRESETS: dict[str, Callable[..., LinearProcess]] = {
     "ohgf": ohgf,
     "zero_force": zero_force,
     "rectified_flow": rectified_flow,
+    "recipe": recipe,
 }
 
 
@@ -422,8 +526,22 @@ def get_process(name: str, **kwargs) -> LinearProcess:
         raise ValueError(f"bad arguments for preset {name!r}: {exc}.") from exc
 
 
+def _numbers(values, name: str, valid: str) -> list[float]:
+    """A flat sequence of numbers (list, tuple, array, tensor) as floats; anything else (a
+    matrix, a string) is refused with one sentence saying what is `valid`."""
+    if hasattr(values, "tolist"):  # numpy arrays, tensors
+        values = values.tolist()
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ValueError(f"{name} must be {valid}, got {values!r}.")
+    items = list(values)
+    if not all(_is_number(x) for x in items):
+        nested = any(isinstance(x, Iterable) and not isinstance(x, str | bytes) for x in items)
+        raise ValueError(f"{name} must be {valid}, got {'a matrix' if nested else repr(values)}.")
+    return [float(x) for x in items]
+
+
 def _is_number(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 def _order(k) -> int:
