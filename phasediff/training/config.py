@@ -8,15 +8,24 @@ Validation errors become one sentence per bad field, naming it and what would be
 
 from __future__ import annotations
 
+import inspect
 import math
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from phasediff.objectives import HAMILTONIAN_SCORE_MATCHING, OBJECTIVES, WEIGHTINGS
-from phasediff.processes import PRESETS
+from phasediff.processes import PRESETS, get_process
 
 
 class _Strict(BaseModel):
@@ -24,11 +33,92 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+# pydantic error type of a bad `process.params` entry: its ctx names the parameter, so the
+# message points at the field `process.params.<param>` (format_validation_error).
+PROCESS_PARAM_ERROR = "process_param"
+
+ParamValue = float | int | list[float] | list[list[float]]
+"""A preset parameter: a number, a list of numbers or a matrix (a list of rows)."""
+
+
+def _param_error(param: str | None, message: str, value: object = None) -> PydanticCustomError:
+    return PydanticCustomError(
+        PROCESS_PARAM_ERROR,
+        "{message}",
+        {"param": param or "", "message": message.rstrip("."), "value": repr(value)},
+    )
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_param_value(key: str, value: object) -> None:
+    """A finite number, a list of finite numbers or a list of lists of them (a matrix)."""
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value):
+        cells = [(f"[{i}][{j}]", y) for i, row in enumerate(value) for j, y in enumerate(row)]
+    elif isinstance(value, list):
+        cells = [(f"[{i}]", y) for i, y in enumerate(value)]
+    else:
+        cells = [("", value)]
+    if not all(_is_number(y) for _, y in cells):
+        raise _param_error(
+            key,
+            f"{key!r} must be a finite number, a list of finite numbers or a matrix (a list of "
+            f"rows of finite numbers)",
+            value,
+        )
+    for where, y in cells:
+        if not math.isfinite(y):
+            if where:
+                message = f"{key} must be finite, but its entry {where} is {y}"
+            else:
+                message = f"{key!r} must be a finite number, got {y}"
+            raise _param_error(key, message, value)
+
+
+def check_process_params(preset: str, params: dict) -> None:
+    """Build the preset with these params and report the first problem as a pydantic error
+    naming the parameter (`process.params.<param>`): an unknown or missing parameter, or the
+    preset's own one-sentence ValueError (e.g. "D must be positive semi-definite, …")."""
+    fn = PRESETS[preset]
+    signature = inspect.signature(fn).parameters
+    names = [n for n, p in signature.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if "name" in names:
+        names.remove("name")  # a label, not a parameter of the process
+    for key in params:
+        if key not in names:
+            raise _param_error(
+                key,
+                f"bad arguments for preset {preset!r}: it has no parameter {key!r} (its "
+                f"parameters are {', '.join(names)})",
+                params[key],
+            )
+    missing = [n for n in names if signature[n].default is inspect.Parameter.empty]
+    missing = [n for n in missing if n not in params]
+    if missing:
+        raise _param_error(
+            missing[0],
+            f"preset {preset!r} needs {', '.join(missing)} in process.params "
+            f"(see docs/processes.md)",
+        )
+    try:
+        get_process(preset, **params)
+    except ValueError as exc:
+        param = getattr(exc, "param", None)
+        if param is None:  # the presets' messages start with the argument's name
+            first = str(exc).split(" ", 1)[0]
+            param = first if first in params else None
+        raise _param_error(param, str(exc), params.get(param)) from None
+
+
 class ProcessConfig(_Strict):
-    """Which preset, and keyword arguments for it (see docs/processes.md)."""
+    """Which preset, and keyword arguments for it (see docs/processes.md). Matrices (the
+    recipe's D, Q, S, aux_init_cov) are lists of rows; the process is built once here, so a
+    bad matrix is reported as its field (`process.params.D`) when the config is read."""
 
     preset: str = "hold"
-    params: dict[str, float | int | list[float]] = Field(default_factory=dict)
+    params: dict[str, ParamValue] = Field(default_factory=dict)
 
     @field_validator("params", mode="before")
     @classmethod
@@ -36,12 +126,7 @@ class ProcessConfig(_Strict):
         if not isinstance(v, dict):
             return v  # pydantic reports the wrong type
         for key, value in v.items():
-            items = value if isinstance(value, list) else [value]
-            if not all(
-                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-                for x in items
-            ):
-                raise ValueError(f"{key!r} must be a finite number or a list of finite numbers")
+            _check_param_value(key, value)
         return v
 
     @field_validator("preset")
@@ -52,6 +137,11 @@ class ProcessConfig(_Strict):
                 f"unknown preset {v!r}; valid presets are: {', '.join(sorted(PRESETS))}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _builds(self) -> ProcessConfig:
+        check_process_params(self.preset, self.params)
+        return self
 
 
 class DataConfig(_Strict):
@@ -218,6 +308,15 @@ def format_validation_error(exc: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             parts.append(f"config field '{field}' is not a known setting")
+            continue
+        if err["type"] == PROCESS_PARAM_ERROR:  # names the parameter: process.params.D
+            ctx = err.get("ctx", {})
+            param = ctx.get("param")
+            where = f"process.params.{param}" if param else "process.params"
+            message = ctx.get("message", msg)
+            shown = param and ctx.get("value") != "None" and "got" not in message
+            got = f" (got {ctx['value']})" if shown else ""
+            parts.append(f"config field '{where}' is invalid: {message}{got}")
             continue
         got = err.get("input")
         parts.append(f"config field '{field}' is invalid: {msg} (got {got!r})")
