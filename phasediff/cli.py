@@ -53,6 +53,22 @@ def analyze_mixing(
     point_mass: Annotated[
         float, typer.Option(help="Location x₀ of the point-mass data used in the second column.")
     ] = 1.0,
+    preset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preset",
+            help="A preset row to show (repeatable): vp, subvp, ve, cld, psld, hold, "
+            "critical4, critical5, hamiltonian. Default: all of them.",
+        ),
+    ] = None,
+    process: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--process",
+            help="An experiment TOML file (repeatable) whose [process] gets a row next to the "
+            "presets, labelled by the config's name; e.g. configs/toy_recipe.toml.",
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Where to write the KL-vs-noise-budget plot (PNG).")
     ] = Path("mixing.png"),
@@ -60,30 +76,62 @@ def analyze_mixing(
         Path | None, typer.Option("--json", help="Also write the table as JSON to this path.")
     ] = None,
 ) -> None:
-    """Compare how fast each preset forgets its data, at its own schedule and at an equal
-    noise budget: spectral gap, exact KL and W2 to the prior for Gaussian data and a point
-    mass, and the budget/time to reach KL < EPS. See docs/processes.md for the definitions."""
-    from phasediff.analysis.mixing import default_processes, format_table, mixing_table, plot_mixing
+    """Compare how fast each preset, and any process of a config (--process), forgets its
+    data, at its own schedule and at an equal noise budget: spectral gap, exact KL and W2 to
+    the prior for Gaussian data and a point mass, and the budget/time to reach KL < EPS. See
+    docs/processes.md for the definitions and docs/design-your-own-process.md for a designed
+    process."""
+    from phasediff.analysis.mixing import format_table, mixing_table, plot_mixing
 
     for name, path in (("--out", out), ("--json", json_out)):
         if path is not None and path.is_dir():
             _fail(f"{name} {str(path)!r} is a directory; pass a file path.")
     try:
-        rows = mixing_table(data_var=data_var, point_mass=point_mass, eps=eps)
+        processes = _mixing_processes(preset or [], process or [])
+        rows = mixing_table(processes, data_var=data_var, point_mass=point_mass, eps=eps)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(format_table(rows, eps))
     try:
         if out.parent and not out.parent.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-        plot_mixing(
-            default_processes(), str(out), data_var=data_var, point_mass=point_mass, eps=eps
-        )
+        plot_mixing(processes, str(out), data_var=data_var, point_mass=point_mass, eps=eps)
         if json_out is not None:
             json_out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
     except OSError as exc:
         _fail(f"cannot write output ({exc.strerror}: {exc.filename}); choose a writable --out.")
     typer.echo(f"wrote {out}")
+
+
+def _mixing_processes(presets: list[str], configs: list[Path]) -> list:
+    """The rows of `analyze mixing`: the preset rows named by --preset (all when none is
+    named), then the process of each --process config, labelled by the config's name."""
+    from phasediff.analysis.mixing import default_processes
+    from phasediff.training import build_process, load_config
+
+    table = default_processes()
+    if presets:
+        by_name = {p.name.replace("(", "").replace(")", ""): p for p in table}
+        wanted = [name.replace("(", "").replace(")", "") for name in presets]
+        unknown = [name for name in wanted if name not in by_name]
+        if unknown:
+            raise ValueError(
+                f"--preset {unknown[0]!r} is not a row of the mixing table; valid presets are: "
+                f"{', '.join(by_name)}."
+            )
+        table = [by_name[name] for name in dict.fromkeys(wanted)]
+    for path in configs:
+        try:
+            config = load_config(path)
+        except ValueError as exc:
+            message = str(exc)
+            raise ValueError(
+                message if str(path) in message else f"--process {str(path)!r}: {message}"
+            ) from None
+        row = build_process(config)
+        row.name = config.name
+        table.append(row)
+    return table
 
 
 @app.command("train")
