@@ -260,6 +260,9 @@ def sample_command(
             "worth it for long runs on a GPU).",
         ),
     ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show the sampler's tqdm bar.")
+    ] = True,
 ) -> None:
     """Sample a trained model with any sampler; NFE is counted, not inferred. --inpaint/--known
     fix known pixels (replacement through the exact kernel); --guidance-class with --classifier
@@ -303,10 +306,18 @@ def sample_command(
                 grid=grid,
                 generator=gen,
                 return_trajectory=trajectory,
+                progress=progress,
             )
         else:
             res = fn(
-                model, process, shape, steps, grid=grid, generator=gen, return_trajectory=trajectory
+                model,
+                process,
+                shape,
+                steps,
+                grid=grid,
+                generator=gen,
+                return_trajectory=trajectory,
+                progress=progress,
             )
         out.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"x": res.x.numpy(), "nfe": np.array(res.nfe), "times": res.times.numpy()}
@@ -448,6 +459,9 @@ def eval_command(
     nll_tol: Annotated[float, typer.Option(help="rtol = atol of the dopri5 NLL solve.")] = 1e-5,
     out: Annotated[Path | None, typer.Option(help="Output directory (default RUN/eval).")] = None,
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Use the EMA weights.")] = True,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show the sampler's tqdm bar.")
+    ] = True,
 ) -> None:
     """Evaluate a run: toys get W2 (exact, sliced), MMD, energy and mode metrics, digits the
     digits Fréchet distance, each with its noise floor; writes OUT/metrics.json and
@@ -472,6 +486,7 @@ def eval_command(
             nll_tol=nll_tol,
             out=out,
             ema=ema,
+            progress=progress,
         )
     except ValueError as exc:
         _fail(str(exc))

@@ -31,7 +31,7 @@ def test_sample_writes_npz_and_png(run_dir, tmp_path, sampler):
     assert res.exit_code == 0, res.output
     data = np.load(out)
     assert data["x"].shape == (64, 2)
-    assert int(data["nfe"]) == json.loads(res.output.strip().splitlines()[-1])["nfe"]
+    assert int(data["nfe"]) == json.loads(res.stdout.strip().splitlines()[-1])["nfe"]
     assert data["trajectory"].shape == (6, 64, 3, 2)
     assert out.with_suffix(".png").stat().st_size > 5000
 

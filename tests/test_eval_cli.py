@@ -68,7 +68,7 @@ def test_eval_samples_a_run_and_writes_metrics(run_dir: Path, tmp_path: Path) ->
     # 30 training steps and 4 sampler steps: far from the data, far above the floor.
     assert toy["sliced_w2"]["ratio"] > 2.0
     assert (out / "samples.png").stat().st_size > 5000
-    headline = json.loads(res.output.strip().splitlines()[0])
+    headline = json.loads(res.stdout.strip().splitlines()[0])
     assert headline["sliced_w2"] == toy["sliced_w2"]
 
 

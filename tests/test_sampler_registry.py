@@ -212,7 +212,7 @@ def test_sample_ei_without_grid_uses_optimal_and_equals_the_python_call(run_dir,
     args = ["sample", str(run_dir), "--sampler", "ei", "--steps", "6", "--num", "64"]
     res = CliRunner().invoke(app, [*args, "--seed", "3", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output.strip().splitlines()[-1])["grid"] == "optimal"
+    assert json.loads(res.stdout.strip().splitlines()[-1])["grid"] == "optimal"
     saved = np.load(out)
     model, process, _, _ = load_trained(run_dir, ema=True)
     ref = exponential_integrator(

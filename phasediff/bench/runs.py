@@ -43,6 +43,7 @@ def evaluate_run(
     out: str | Path | None = None,
     ema: bool = True,
     cache: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a trained run; writes ``metrics.json`` and ``samples.png`` into ``out``
     (default ``<run>/eval``) and returns the report (``evaluate_model`` on the run's EMA
@@ -51,7 +52,8 @@ def evaluate_run(
     Samples come from ``samples`` (an .npz with ``x``; the first ``num`` are used) or are drawn
     with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000, ``grid=None`` is the
     sampler's default grid). ``nll`` adds the held-out
-    NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
+    NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``). ``progress`` shows the
+    sampler's tqdm bar.
     """
     from phasediff.training import load_trained
 
@@ -80,6 +82,7 @@ def evaluate_run(
         nll_tol=nll_tol,
         cache=cache,
         report={"run": str(run)},
+        progress=progress,
     )
 
 

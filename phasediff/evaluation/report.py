@@ -286,6 +286,7 @@ def evaluate_model(
     nll_tol: float = 1e-5,
     cache: str | Path | None = None,
     report: dict[str, Any] | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a loaded model; writes ``metrics.json`` and ``samples.png`` into ``out`` and
     returns the report (``report``'s entries first, e.g. the run it came from).
@@ -293,7 +294,8 @@ def evaluate_model(
     Samples come from ``samples`` (an .npz with ``x``, or a tensor of data-space samples; the
     first ``num`` are used) or are drawn with ``sampler``/``steps``/``grid`` (``num`` defaults
     to 2000; ``grid=None`` is the sampler's default grid). ``nll`` adds the held-out NLL
-    (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
+    (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``). ``progress`` shows the
+    sampler's tqdm bar.
     """
     from phasediff.evaluation.figures import compare_samples
     from phasediff.samplers.registry import resolve
@@ -324,6 +326,7 @@ def evaluate_model(
             steps,
             grid=grid,
             generator=torch.Generator().manual_seed(seed),
+            progress=progress,
         )
         x = _check_samples(res.x.detach().float(), data)
         report["samples"] = {

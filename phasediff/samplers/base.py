@@ -1,5 +1,6 @@
-"""Shared pieces of every sampler: the result type, NFE counting and the Euler/Heun loop
-(docs/design.md §4); time grids live in `phasediff.samplers.grids`."""
+"""Shared pieces of every sampler: the result type, NFE counting, the per-step reporting
+(trajectory, progress bar, callback) and the Euler/Heun loop (docs/design.md §4); time
+grids live in `phasediff.samplers.grids`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
 from phasediff.objectives import parameterization_of
 from phasediff.processes import LinearProcess
@@ -60,20 +62,87 @@ def check_shape(shape) -> tuple[int, ...]:
     return shape
 
 
+class Recorder:
+    """What every sampler loop reports (docs/samplers.md, "Progress and callbacks"): the
+    trajectory, a tqdm bar over the steps (shown only with ``progress=True``) and the callback.
+
+    ``step(i, z)`` after step i. The callback gets one dict with the same keys from every
+    sampler: ``i`` (the step), ``t`` (the time of z), ``z`` (the live state: an in-place edit is
+    what the sampler continues from), ``denoised`` (x̂₀ = E[x₀ | z], shaped like the data, from
+    the network evaluation made last, or None before the first) and ``nfe`` (network
+    evaluations so far). `source` is the sampler's counting model wrapper: it has ``nfe`` and
+    ``last_x0()``."""
+
+    def __init__(
+        self,
+        z: torch.Tensor,
+        times: torch.Tensor,
+        source,
+        *,
+        name: str,
+        callback: Callable[[dict], None] | None = None,
+        trajectory: bool = False,
+        progress: bool = False,
+        total: int | None = None,
+        unit: str = "step",
+    ) -> None:
+        self.t = times.tolist()
+        self.callback, self.source = callback, source
+        self.trajectory = [z.clone()] if trajectory else None
+        total = len(self.t) - 1 if total is None else total
+        self.bar = tqdm(total=total, desc=name, unit=unit, disable=not progress, dynamic_ncols=True)
+
+    def report(self, i: int, t: float, z: torch.Tensor, **extra) -> None:
+        """Advance the bar by one step and call the callback (no trajectory entry)."""
+        if self.bar.n < self.bar.total:  # adaptive solvers: `follow` has moved it already
+            self.bar.update(1)
+        if self.callback is not None:
+            info = {"i": i, "t": t, "z": z, "denoised": self.source.last_x0()}
+            self.callback({**info, "nfe": self.source.nfe, **extra})
+
+    def step(self, i: int, z: torch.Tensor) -> None:
+        """After step i of a grid sampler: z is the state at times[i + 1]."""
+        if self.trajectory is not None:
+            self.trajectory.append(z.clone())
+        self.report(i, self.t[i + 1], z)
+
+    def follow(self, field: Callable) -> Callable:
+        """field(t, z) of an adaptive solver, moving the bar (total: 100 %) to the share of
+        [times[-1], times[0]] integrated so far; the callback is not called per evaluation."""
+        if self.bar.disable:
+            return field
+        start, end, total = self.t[0], self.t[-1], self.bar.total
+
+        def tracked(t, z):
+            done = min(total, round(total * (start - float(t)) / (start - end)))
+            if done > self.bar.n:
+                self.bar.set_postfix(nfe=self.source.nfe, refresh=False)
+                self.bar.update(done - self.bar.n)
+            return field(t, z)
+
+        return tracked
+
+    def samples(self, z: torch.Tensor, times: torch.Tensor, trajectory=None) -> Samples:
+        """Close the bar; the result with x = z[:, 0] and the recorded (or given) trajectory."""
+        self.bar.close()
+        if trajectory is None:
+            trajectory = self.trajectory or []
+        return Samples(x=z[:, 0], z=z, nfe=self.source.nfe, times=times, trajectory=trajectory)
+
+
 def euler_heun_loop(
     velocity: Callable[[int, torch.Tensor], torch.Tensor],
     z: torch.Tensor,
     times: torch.Tensor,
     method: str,
-    callback: Callable[[dict], None] | None,
-    return_trajectory: bool,
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    record: Recorder,
+) -> torch.Tensor:
     """Fixed-step Euler or Heun (EDM's Algorithm 1: Euler on the last step) for
     dz/dt = velocity(i, z), evaluated at grid time times[i]; integrates from times[0]
-    to times[-1]. Shared by the PF-ODE and the HGF samplers. Returns (z_end, trajectory)."""
+    to times[-1], reporting every step to `record`. Shared by the PF-ODE and the HGF samplers.
+    Returns z_end."""
     t_all = times.tolist()
     steps = len(t_all) - 1
-    trajectory = [z.clone()] if return_trajectory else []
     for i in range(steps):
         h = t_all[i + 1] - t_all[i]  # negative: integrating backwards
         d = velocity(i, z)
@@ -82,8 +151,5 @@ def euler_heun_loop(
             z = z + 0.5 * h * (d + d2)
         else:
             z = z + h * d
-        if return_trajectory:
-            trajectory.append(z.clone())
-        if callback is not None:
-            callback({"i": i, "t": t_all[i + 1], "z": z})
-    return z, trajectory
+        record.step(i, z)
+    return z

@@ -9,8 +9,8 @@ drift, the diffusion and the probability-flow field from here; none rebuilds the
 models (HGF, flow matching) integrate their own position ODE (`phasediff.samplers.hamiltonian`).
 
 Also here: what every sampler does before and after its loop — the time grid (a grid name or
-an explicit tensor), the starting state (a prior draw or a given state) and the trajectory /
-callback bookkeeping.
+an explicit tensor) and the starting state (a prior draw or a given state); the per-step
+reporting (trajectory, progress bar, callback) is `phasediff.samplers.base.Recorder`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from phasediff.processes import LinearProcess, apply_blocks
 from phasediff.processes.reverse import ReverseDynamics
-from phasediff.samplers.base import CountingModel, Samples, check_shape
+from phasediff.samplers.base import CountingModel, Recorder, check_shape
 from phasediff.samplers.grids import GRIDS, time_grid
 
 
@@ -38,6 +38,7 @@ class ModelDynamics:
         self.reverse = ReverseDynamics(process)
         self.noisy = self.reverse.noisy
         self.device, self.dtype = device, dtype
+        self.last: tuple[torch.Tensor, float, torch.Tensor] | None = None  # (z, t, output)
 
     @property
     def nfe(self) -> int:
@@ -55,7 +56,25 @@ class ModelDynamics:
     def __call__(self, z: torch.Tensor, t: float) -> torch.Tensor:
         """The model's raw output at the scalar time t for the whole batch (one NFE)."""
         tt = torch.full((z.shape[0],), float(t), dtype=z.dtype, device=z.device)
-        return self.model(z, tt)
+        out = self.model(z, tt)
+        self.last = (z, float(t), out)  # references only: `last_x0` reads them on demand
+        return out
+
+    def last_x0(self) -> torch.Tensor | None:
+        """x̂₀ = E[x₀ | z_t] (B, *data_shape) from the last network evaluation, by Tweedie:
+        x̂₀ = wᵀ(ŝ_n + (Σ⁻¹z)_n), w = (Σ⁻¹e)_n / ‖(Σ⁻¹e)_n‖² (exact for one noisy block, the
+        least-squares read-out for several; docs/samplers.md). None before the first call."""
+        if self.last is None:
+            return None
+        z, t, out = self.last
+        n, tt = list(self.noisy), torch.tensor([t], dtype=torch.float64)
+        E, Sigma = self.process.kernel(tt)
+        Sinv = torch.linalg.inv(Sigma[0])
+        g = (Sinv @ E[0, :, 0])[n]
+        w = g / (g @ g)
+        a, c = w @ Sinv[n, :], w @ self.score_map(tt)[0]  # x̂₀ = aᵀz + cᵀ·out
+        x0 = apply_blocks(a[None], z) + apply_blocks(c[None], out)
+        return x0[:, 0]
 
     def score(self, z: torch.Tensor, t: float, S: torch.Tensor) -> torch.Tensor:
         """ŝ on the noisy blocks at time t, S = `score_map`(t) cast (one NFE)."""
@@ -163,25 +182,6 @@ def prepare(model, process, shape, steps, grid, z, generator, device, dtype):
         full, z, lambda: process.prior_sample(shape, generator, device, dtype), device, dtype
     )
     return dyn, times, z
-
-
-class Recorder:
-    """The trajectory and the callback of a sampler loop: `step(i, z)` after step i (the
-    callback gets the live state z: an in-place edit is what the sampler continues from)."""
-
-    def __init__(self, z: torch.Tensor, times: torch.Tensor, callback, return_trajectory: bool):
-        self.t = times.tolist()
-        self.callback = callback
-        self.trajectory = [z.clone()] if return_trajectory else None
-
-    def step(self, i: int, z: torch.Tensor) -> None:
-        if self.trajectory is not None:
-            self.trajectory.append(z.clone())
-        if self.callback is not None:
-            self.callback({"i": i, "t": self.t[i + 1], "z": z})
-
-    def samples(self, z: torch.Tensor, nfe: int, times: torch.Tensor) -> Samples:
-        return Samples(x=z[:, 0], z=z, nfe=nfe, times=times, trajectory=self.trajectory or [])
 
 
 __all__ = ["ModelDynamics", "Recorder", "prepare", "resolve_times", "start_state"]

@@ -37,8 +37,8 @@ import torch
 
 from phasediff.objectives.hamiltonian import is_velocity_model
 from phasediff.processes import LinearProcess, apply_blocks
-from phasediff.samplers.base import Samples
-from phasediff.samplers.dynamics import ModelDynamics, Recorder, prepare
+from phasediff.samplers.base import Recorder, Samples
+from phasediff.samplers.dynamics import ModelDynamics, prepare
 from phasediff.samplers.ei_coefficients import (
     cached_per_grid,
     check_order_eta,
@@ -111,6 +111,7 @@ def exponential_integrator(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
@@ -138,7 +139,8 @@ def exponential_integrator(
     σ_data defaulting to 0 (DPM-Solver++).
 
     `grid`: a grid name or a decreasing float64 tensor of steps + 1 times; `z`: an optional
-    starting state (batch, k, *data_shape) instead of a prior draw."""
+    starting state (batch, k, *data_shape) instead of a prior draw; `progress` and `callback`
+    as for every sampler (docs/samplers.md, "Progress and callbacks")."""
     sigma_data = _check_options(model, order, eta, sigma_data, corrector)
     if isinstance(grid, str) and grid == "optimal":
         grid = optimal_grid(process, steps, order=order, sigma_data=sigma_data or 1.0)
@@ -146,7 +148,10 @@ def exponential_integrator(
     Psi, Y, R, Yc, a, c = _step_matrices(dyn, times, order, eta, sigma_data, corrector)
     stochastic = float(eta) > 0
     t = times.tolist()
-    record = Recorder(z, times, callback, return_trajectory)
+    name = f"ei{'' if order == 2 else order}{'c' if corrector else ''}"
+    record = Recorder(
+        z, times, dyn, name=name, callback=callback, trajectory=return_trajectory, progress=progress
+    )
     history: list[torch.Tensor] = []  # x̂₀ at steps i, i−1, … (newest first)
     base = z  # Ψ z + noise of the step that produced z (for the corrector)
     for i in range(steps):
@@ -165,7 +170,7 @@ def exponential_integrator(
             z_next = z_next + apply_blocks(Y[i, j, :, None], x0)
         z = z_next
         record.step(i, z)
-    return record.samples(z, dyn.nfe, times)
+    return record.samples(z, times)
 
 
 __all__ = ["exponential_coefficients", "exponential_integrator", "optimal_grid"]

@@ -26,37 +26,56 @@ from phasediff.objectives.hamiltonian import (
     predicts_x0,
 )
 from phasediff.processes import LinearProcess
-from phasediff.samplers.base import Samples, check_shape, euler_heun_loop
+from phasediff.samplers.base import Recorder, Samples, check_shape, euler_heun_loop
 from phasediff.samplers.dynamics import resolve_times, start_state
 
 
 class _CountingVelocity:
-    """Counts the evaluations of a velocity model and broadcasts scalar times."""
+    """Counts the evaluations of a velocity model, broadcasts scalar times and keeps the last
+    evaluation for `last_x0` (the samplers' progress and callback reporting)."""
 
     parameterization = VELOCITY
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, process: LinearProcess) -> None:
         if not is_velocity_model(model):
             raise ValueError(
                 "the hgf samplers integrate a position-only velocity model (parameterization "
                 f"'velocity'), got parameterization {getattr(model, 'parameterization', None)!r}; "
                 "sample score models with em, euler, heun, dopri5, lie_trotter or strang."
             )
-        self.model = model
+        self.model, self.process = model, process
         self.nfe = 0
+        self.last: tuple[torch.Tensor, float, torch.Tensor | None, torch.Tensor | None] | None
+        self.last = None  # (x, t, velocity or None, x̂₀ or None) of the last evaluation
 
     def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
         self.nfe += 1
         tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-        return self.model(x, tt)
+        out = self.model(x, tt)
+        self.last = (x, float(t), out, None)
+        return out
+
+    def last_x0(self) -> torch.Tensor | None:
+        """x̂₀ (B, *data_shape) from the last evaluation: the network's own, or (V − c₁x)/c₂
+        (`denoiser_coefficients`); None before the first."""
+        if self.last is None:
+            return None
+        x, t, v, x0 = self.last
+        if x0 is None:
+            c1, c2 = denoiser_coefficients(self.process, torch.tensor([t], dtype=torch.float64))
+            x0 = (v - float(c1) * x) / float(c2)
+        return x0[:, 0]
 
     def denoised(self, x: torch.Tensor, t: float, c1: float, c2: float) -> torch.Tensor:
         """x̂₀(x, t): the network's own x̂₀ for an x0-predicting model, else (V − c₁x)/c₂."""
         if predicts_x0(self.model):
             self.nfe += 1
             tt = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-            return self.model.denoise(x, tt)
-        return (self(x, t) - c1 * x) / c2
+            x0 = self.model.denoise(x, tt)
+        else:
+            x0 = (self(x, t) - c1 * x) / c2
+        self.last = (x, float(t), None, x0)
+        return x0
 
 
 def prior_positions(
@@ -77,7 +96,7 @@ def _setup(model, process, shape, steps, grid, z, generator, device, dtype):
     check_velocity_process(process)
     shape = check_shape(shape)
     device = z.device if device is None and isinstance(z, torch.Tensor) else device
-    counted = _CountingVelocity(model)
+    counted = _CountingVelocity(model, process)
     times = resolve_times(process, steps, grid)
     x = start_state(
         (shape[0], 1, *shape[1:]),
@@ -100,15 +119,23 @@ def _fixed_step(
     generator,
     callback,
     return_trajectory: bool,
+    progress: bool,
     device,
     dtype,
 ) -> Samples:
     counted, times, x = _setup(model, process, shape, steps, grid, z, generator, device, dtype)
     t_all = times.tolist()
-    x, trajectory = euler_heun_loop(
-        lambda i, x: counted(x, t_all[i]), x, times, method, callback, return_trajectory
+    record = Recorder(
+        x,
+        times,
+        counted,
+        name=f"hgf_{method}",
+        callback=callback,
+        trajectory=return_trajectory,
+        progress=progress,
     )
-    return Samples(x=x[:, 0], z=x, nfe=counted.nfe, times=times, trajectory=trajectory)
+    x = euler_heun_loop(lambda i, x: counted(x, t_all[i]), x, times, method, record)
+    return record.samples(x, times)
 
 
 @torch.inference_mode()
@@ -124,6 +151,7 @@ def hgf_euler(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
@@ -140,6 +168,7 @@ def hgf_euler(
         generator,
         callback,
         return_trajectory,
+        progress,
         device,
         dtype,
     )
@@ -158,6 +187,7 @@ def hgf_heun(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
@@ -174,6 +204,7 @@ def hgf_heun(
         generator,
         callback,
         return_trajectory,
+        progress,
         device,
         dtype,
     )
@@ -194,6 +225,7 @@ def hgf_dopri5(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
@@ -205,19 +237,25 @@ def hgf_dopri5(
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
     counted, times, x = _setup(model, process, shape, steps, grid, z, generator, device, dtype)
     lo, hi = process.t_min, process.T
+    record = Recorder(
+        x,
+        times,
+        counted,
+        name="hgf_dopri5",
+        callback=callback,
+        progress=progress,
+        total=100,
+        unit="%",
+    )  # as ode_dopri5
 
     def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return counted(x, min(max(float(t), lo), hi))  # the solver may probe past the ends
 
     out_times = times if return_trajectory else times[[0, -1]]  # as ode_dopri5
-    out = odeint(
-        rhs, x, out_times.to(dtype=dtype, device=x.device), rtol=rtol, atol=atol, method="dopri5"
-    )
-    x = out[-1]
-    if callback is not None:
-        callback({"i": steps - 1, "t": float(times[-1]), "z": x})
-    trajectory = list(out) if return_trajectory else []
-    return Samples(x=x[:, 0], z=x, nfe=counted.nfe, times=times, trajectory=trajectory)
+    out_times = out_times.to(dtype=dtype, device=x.device)
+    out = odeint(record.follow(rhs), x, out_times, rtol=rtol, atol=atol, method="dopri5")
+    record.report(steps - 1, float(times[-1]), out[-1])  # one callback, at the end
+    return record.samples(out[-1], times, list(out) if return_trajectory else [])
 
 
 # ------------------------------------------------------------- exponential integrator
@@ -309,6 +347,7 @@ def hgf_ei(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
@@ -337,7 +376,15 @@ def hgf_ei(
     ratio, kappa, c1, c2 = (coef[n].tolist() for n in ("ratio", "kappa", "c1", "c2"))
     Y = coef["Y"].tolist()
     t_all = times.tolist()
-    trajectory = [x.clone()] if return_trajectory else []
+    record = Recorder(
+        x,
+        times,
+        counted,
+        name="hgf_ei",
+        callback=callback,
+        trajectory=return_trajectory,
+        progress=progress,
+    )
     history: list[torch.Tensor] = []  # δ at steps i, i−1, … (newest first)
     for i in range(steps):
         x0 = counted.denoised(x, t_all[i], c1[i], c2[i])
@@ -348,8 +395,5 @@ def hgf_ei(
             if Y[i][j]:
                 x_next = x_next + Y[i][j] * delta
         x = x_next
-        if return_trajectory:
-            trajectory.append(x.clone())
-        if callback is not None:
-            callback({"i": i, "t": t_all[i + 1], "z": x})
-    return Samples(x=x[:, 0], z=x, nfe=counted.nfe, times=times, trajectory=trajectory)
+        record.step(i, x)
+    return record.samples(x, times)

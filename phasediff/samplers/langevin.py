@@ -23,7 +23,7 @@ import torch
 from phasediff.objectives import parameterization_of
 from phasediff.processes import LinearProcess
 from phasediff.processes.schedules import GeometricVarianceBeta
-from phasediff.samplers.base import Samples, check_shape
+from phasediff.samplers.base import Recorder, Samples, check_shape
 
 ScoreFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -107,13 +107,22 @@ def _initial_state(
 
 
 class _CountingScore:
-    """Counts calls of a score function (NFE is measured, never inferred) and checks shapes."""
+    """Counts calls of a score function (NFE is measured, never inferred), checks shapes and
+    keeps the last call for `last_x0` (the samplers' progress and callback reporting)."""
 
     def __init__(self, score: ScoreFn) -> None:
         if not callable(score):
             raise ValueError(f"score must be a callable score(x, sigma), got {type(score)}.")
         self.score = score
         self.nfe = 0
+        self.last: tuple[torch.Tensor, float, torch.Tensor] | None = None
+
+    def last_x0(self) -> torch.Tensor | None:
+        """x̂₀ = x + σ² s(x, σ) (Tweedie) at the last call; None before the first."""
+        if self.last is None:
+            return None
+        x, sigma, out = self.last
+        return x + sigma**2 * out
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         self.nfe += 1
@@ -123,6 +132,7 @@ class _CountingScore:
             raise ValueError(
                 f"score(x, sigma) must return a tensor shaped like x {tuple(x.shape)}, got {got}."
             )
+        self.last = (x, float(sigma), out)
         return out
 
 
@@ -139,6 +149,7 @@ def annealed_langevin(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     x_init: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -149,7 +160,10 @@ def annealed_langevin(
     x ← x + α_i s(x, σ_i) + sqrt(2 α_i) z; then, if `denoise`, x ← x + σ_L² s(x, σ_L).
     NFE = L·T (+1 with denoise), counted. Returns Samples with z = x[:, None] (B, 1, *data),
     times = σ's, and (optionally) trajectory = [x_init, x after level 1, …, x after level L],
-    each (B, 1, *data). `callback` gets {"i", "level", "step", "sigma", "x"} after every step.
+    each (B, 1, *data). `callback` gets the common keys {"i", "t", "z", "denoised", "nfe"}
+    (t = σ_i, z = x[:, None], denoised = x + σ_i² s from the step's call; docs/samplers.md)
+    and {"level", "step", "sigma", "x"} after every step; `progress` shows a tqdm bar over
+    the L·T steps.
     Runs under torch.no_grad(); a score that needs autograd must enable it itself.
     """
     return _anneal(
@@ -163,6 +177,7 @@ def annealed_langevin(
         generator=generator,
         callback=callback,
         return_trajectory=return_trajectory,
+        progress=progress,
         x_init=x_init,
         device=device,
         dtype=dtype,
@@ -183,6 +198,7 @@ def mild(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     x_init: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -211,6 +227,7 @@ def mild(
         generator=generator,
         callback=callback,
         return_trajectory=return_trajectory,
+        progress=progress,
         x_init=x_init,
         device=device,
         dtype=dtype,
@@ -230,6 +247,7 @@ def _anneal(
     generator: torch.Generator | None,
     callback: Callable[[dict], None] | None,
     return_trajectory: bool,
+    progress: bool,
     x_init: torch.Tensor | None,
     device: torch.device | str | None,
     dtype: torch.dtype,
@@ -244,6 +262,16 @@ def _anneal(
     v = torch.zeros_like(x) if gamma is not None else None
     sigma_L = float(sig[-1])
     trajectory = [x[:, None].clone()] if return_trajectory else []
+    name = "annealed_langevin" if gamma is None else "mild"
+    record = Recorder(
+        x[:, None],
+        sig,
+        counted,
+        name=name,
+        callback=callback,
+        progress=progress,
+        total=len(sig) * T,
+    )
     step = 0
     for level, sigma in enumerate(sig.tolist()):
         alpha = eps * sigma**2 / sigma_L**2
@@ -255,17 +283,14 @@ def _anneal(
             else:
                 v = gamma * v + alpha * counted(x + gamma * v, sigma)
                 x = x + v + noise_scale * z
-            if callback is not None:
-                info = {"i": step, "level": level, "step": t, "sigma": sigma, "x": x}
-                if v is not None:
-                    info["v"] = v
-                callback(info)
+            extra = {"level": level, "step": t, "sigma": sigma, "x": x}
+            record.report(step, sigma, x[:, None], **extra, **({} if v is None else {"v": v}))
             step += 1
         if return_trajectory:
             trajectory.append(x[:, None].clone())
     if denoise:
         x = x + sigma_L**2 * counted(x, sigma_L)
-    return Samples(x=x, z=x[:, None], nfe=counted.nfe, times=sig, trajectory=trajectory)
+    return record.samples(x[:, None], sig, trajectory)
 
 
 # ---------------------------------------------------------------------------- VE adapter

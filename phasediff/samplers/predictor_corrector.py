@@ -15,8 +15,8 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess, apply_blocks
-from phasediff.samplers.base import Samples
-from phasediff.samplers.dynamics import Recorder, prepare
+from phasediff.samplers.base import Recorder, Samples
+from phasediff.samplers.dynamics import prepare
 
 
 @torch.inference_mode()
@@ -34,13 +34,14 @@ def predictor_corrector(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
     """Euler–Maruyama predictor + `n_corrector` Langevin corrector steps with signal-to-noise
     ratio `snr` per grid step ((1 + n_corrector) NFE per step). `denoise` drops the noise of
     the last predictor step and skips the last correction, as score_sde does. `grid` and `z`
-    as for `euler_maruyama`."""
+    (and `progress`, `callback`) as for `euler_maruyama`."""
     if len(process.noisy_blocks) != process.k:
         raise ValueError(
             f"the predictor–corrector sampler needs the score of every block, but process "
@@ -54,7 +55,9 @@ def predictor_corrector(
     Mz, Mo, Gh = dyn.euler_maruyama(times)  # the predictor: one reverse-SDE step
     (S,) = dyn.cast(dyn.score_map(times))  # ŝ = S·out at every grid time
     t = times.tolist()
-    record = Recorder(z, times, callback, return_trajectory)
+    record = Recorder(
+        z, times, dyn, name="pc", callback=callback, trajectory=return_trajectory, progress=progress
+    )
     for i in range(steps):
         z = apply_blocks(Mz[i], z) + apply_blocks(Mo[i], dyn(z, t[i]))
         if not (denoise and i == steps - 1):
@@ -69,4 +72,4 @@ def predictor_corrector(
                 delta = 2.0 * (snr * float(ratio)) ** 2
                 z = z + delta * s + (2.0 * delta) ** 0.5 * xi
         record.step(i, z)
-    return record.samples(z, dyn.nfe, times)
+    return record.samples(z, times)

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess, apply_blocks
-from phasediff.samplers.base import Samples
-from phasediff.samplers.dynamics import Recorder, prepare
+from phasediff.samplers.base import Recorder, Samples
+from phasediff.samplers.dynamics import prepare
 
 
 @torch.inference_mode()
@@ -24,6 +24,7 @@ def euler_maruyama(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
@@ -31,12 +32,15 @@ def euler_maruyama(
     form, integrated from T to t_min), one NFE per step. `denoise` drops the noise of the last
     step. `shape` is (batch, *data_shape); `grid` a grid name or a decreasing float64 tensor of
     steps + 1 times; `z` an optional starting state (batch, k, *data_shape) instead of a prior
-    draw."""
+    draw; `progress` shows a tqdm bar, `callback` gets the keys of docs/samplers.md after
+    every step."""
     dyn, times, z = prepare(model, process, shape, steps, grid, z, generator, device, dtype)
     # z ← Mz z + Mo·out + Gh ξ: every step's k×k (k×m) matrices built once per grid
     Mz, Mo, Gh = dyn.euler_maruyama(times)
     t = times.tolist()
-    record = Recorder(z, times, callback, return_trajectory)
+    record = Recorder(
+        z, times, dyn, name="em", callback=callback, trajectory=return_trajectory, progress=progress
+    )
     for i in range(steps):
         z_next = apply_blocks(Mz[i], z)
         if dyn.noisy:
@@ -46,4 +50,4 @@ def euler_maruyama(
             z_next = z_next + apply_blocks(Gh[i], xi)
         z = z_next
         record.step(i, z)
-    return record.samples(z, dyn.nfe, times)
+    return record.samples(z, times)

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess, apply_blocks
-from phasediff.samplers.base import Samples
-from phasediff.samplers.dynamics import Recorder, prepare
+from phasediff.samplers.base import Recorder, Samples
+from phasediff.samplers.dynamics import prepare
 
 
 def _split(midpoint: bool, model, process, shape, steps, denoise, options) -> Samples:
@@ -37,7 +37,14 @@ def _split(midpoint: bool, model, process, shape, steps, denoise, options) -> Sa
         xi = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         return apply_blocks(R[i], xi)
 
-    record = Recorder(z, times, o["callback"], o["return_trajectory"])
+    name, callback, trajectory = (
+        "strang" if midpoint else "lie_trotter",
+        o["callback"],
+        o["trajectory"],
+    )
+    record = Recorder(
+        z, times, dyn, name=name, callback=callback, trajectory=trajectory, progress=o["progress"]
+    )
     for i in range(steps):
         if midpoint:  # first half flow
             z = apply_blocks(E[i], z) + noise(z, i)
@@ -48,7 +55,7 @@ def _split(midpoint: bool, model, process, shape, steps, denoise, options) -> Sa
             z_next = z_next + noise(z, i)
         z = z_next
         record.step(i, z)
-    return record.samples(z, dyn.nfe, times)
+    return record.samples(z, times)
 
 
 @torch.inference_mode()
@@ -64,6 +71,7 @@ def lie_trotter(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
@@ -72,9 +80,10 @@ def lie_trotter(
     the noise of the last flow. `grid`: a grid name or a decreasing float64 tensor of
     steps + 1 times; the default "quadratic" takes small steps near t_min, where the score of
     thin data is steep and a uniform grid's last kick blows samples up (docs/samplers.md,
-    "Default grids"); `z`: an optional starting state (batch, k, *data_shape)."""
+    "Default grids"); `z`: an optional starting state (batch, k, *data_shape); `progress` and
+    `callback` as for every sampler (docs/samplers.md, "Progress and callbacks")."""
     options = dict(grid=grid, z=z, generator=generator, callback=callback, device=device)
-    options.update(return_trajectory=return_trajectory, dtype=dtype)
+    options.update(trajectory=return_trajectory, progress=progress, dtype=dtype)
     return _split(False, model, process, shape, steps, denoise, options)
 
 
@@ -91,6 +100,7 @@ def strang(
     generator: torch.Generator | None = None,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
+    progress: bool = False,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Samples:
@@ -98,5 +108,5 @@ def strang(
     kick at the midpoint of the integrated clock, half linear flow; one NFE per step. `grid`
     and `z` as for `lie_trotter`."""
     options = dict(grid=grid, z=z, generator=generator, callback=callback, device=device)
-    options.update(return_trajectory=return_trajectory, dtype=dtype)
+    options.update(trajectory=return_trajectory, progress=progress, dtype=dtype)
     return _split(True, model, process, shape, steps, denoise, options)
