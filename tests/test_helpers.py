@@ -1,9 +1,11 @@
 """The shared helpers (issue 16 item 5), each against an independent computation:
-PSD roots (phasediff.processes.linalg), atomic writes (phasediff.files)."""
+PSD roots (phasediff.processes.linalg), atomic writes (phasediff.files), argument checks
+(phasediff.validation)."""
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from phasediff.files import atomic_write_bytes, atomic_write_text
 from phasediff.processes.linalg import psd_factor, psd_sqrt, symmetric_part
+from phasediff.validation import check_int, check_positive, is_int, is_real
 
 
 def _psd(k: int, rank: int, seed: int, batch: tuple[int, ...] = ()) -> torch.Tensor:
@@ -90,3 +93,55 @@ def test_atomic_write_into_a_missing_directory_names_the_target(tmp_path):
     with pytest.raises(OSError) as info:
         atomic_write_text(path, "x")
     assert info.value.filename == str(path) and not path.parent.exists()
+
+
+# ---------------------------------------------------------------------------- validators
+def test_check_int_accepts_integers_and_returns_plain_ints():
+    np = pytest.importorskip("numpy")
+    assert check_int(3, "n") == 3
+    out = check_int(np.int64(4), "n", 0, 10)
+    assert out == 4 and type(out) is int
+    assert check_int(0, "seed", 0) == 0
+
+
+@pytest.mark.parametrize(
+    "value, low, high, message",
+    [
+        (0, 1, None, "steps must be an integer ≥ 1, got 0."),
+        (True, 1, None, "steps must be an integer ≥ 1, got True."),
+        (2.0, 1, None, "steps must be an integer ≥ 1, got 2.0."),
+        ("3", 2, None, "steps must be an integer ≥ 2, got '3'."),
+        (10, 0, 10, "steps must be an integer in [0, 10), got 10."),
+        (-1, 0, 10, "steps must be an integer in [0, 10), got -1."),
+    ],
+)
+def test_check_int_refuses_with_one_sentence(value, low, high, message):
+    with pytest.raises(ValueError) as info:
+        check_int(value, "steps", low, high)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("value", [0, -1.5, math.inf, math.nan, True, "1", None])
+def test_check_positive_refuses_with_one_sentence(value):
+    with pytest.raises(ValueError) as info:
+        check_positive(value, "rtol")
+    assert str(info.value) == f"rtol must be a finite number > 0, got {value!r}."
+
+
+def test_check_positive_and_the_type_tests():
+    assert check_positive(2, "x") == 2.0 and type(check_positive(2, "x")) is float
+    assert is_int(3) and not is_int(True) and not is_int(3.0)
+    assert is_real(3) and is_real(2.5) and not is_real(False) and not is_real("2")
+
+
+def test_the_packages_keep_their_messages():
+    """A few call sites through the shared validators, messages as before the refactor."""
+    from phasediff.data.toys import check_count, check_seed
+    from phasediff.models import TimeMLP
+
+    with pytest.raises(ValueError, match=r"^n must be an integer ≥ 1, got 0\.$"):
+        check_count(0, "n")
+    with pytest.raises(ValueError, match=r"^seed must be an integer in \[0, 5\), got 5\.$"):
+        check_seed(5, "seed", 5)
+    with pytest.raises(ValueError, match=r"^time_dim must be an integer ≥ 2, got 1\.$"):
+        TimeMLP(k=1, data_dim=2, n_out=1, time_dim=1)

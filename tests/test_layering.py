@@ -21,6 +21,10 @@ KNOWN_LAYER_VIOLATIONS: set[tuple[str, str]] = set()
 # Cycles still being removed elsewhere, as sorted tuples of module names (empty when none).
 KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
+# Leaf helper modules (docs/design.md §9): they import nothing of phasediff, and every package
+# but processes/ may import them.
+LEAF_MODULES = ("phasediff.files", "phasediff.validation")
+
 
 def _modules() -> dict[str, tuple[Path, bool]]:
     """Module name → (file, is_package) for every .py file of the package."""
@@ -146,8 +150,24 @@ def test_processes_import_nothing_else_of_phasediff():
     assert not bad, bad
 
 
-def test_data_imports_nothing_else_of_phasediff():
-    bad = _violations("phasediff.data", lambda t: _in(t, "phasediff.data"))
+def _in_leaf(module: str) -> bool:
+    return any(_in(module, leaf) for leaf in LEAF_MODULES)
+
+
+def test_leaf_modules_import_nothing_of_phasediff():
+    graph = import_graph()
+    assert all(leaf in graph for leaf in LEAF_MODULES)
+    bad = [f"{leaf} imports {t}" for leaf in LEAF_MODULES for t in sorted(graph[leaf])]
+    assert not bad, bad
+
+
+def test_data_imports_nothing_else_of_phasediff_but_the_leaf_helpers():
+    bad = _violations("phasediff.data", lambda t: _in(t, "phasediff.data") or _in_leaf(t))
+    assert not bad, bad
+
+
+def test_models_import_nothing_else_of_phasediff_but_the_leaf_helpers():
+    bad = _violations("phasediff.models", lambda t: _in(t, "phasediff.models") or _in_leaf(t))
     assert not bad, bad
 
 

@@ -13,6 +13,7 @@ import torch
 
 from phasediff.samplers.registry import SCORE, VELOCITY, sampler_names
 from phasediff.samplers.registry import steps_for_nfe as registry_steps_for_nfe
+from phasediff.validation import check_int  # re-exported: the suites import it from here
 
 __all__ = [
     "ADAPTIVE_SAMPLERS",
@@ -121,10 +122,3 @@ def parse_nfe(nfe: str | Sequence[int]) -> list[int]:
     if any(v < 1 for v in values):
         raise ValueError(f"--nfe must be a comma-separated list of integers ≥ 1, got {nfe!r}.")
     return sorted(set(values))
-
-
-def check_int(value: object, name: str, low: int) -> int:
-    """``value`` if it is an integer ≥ ``low``, else a one-sentence ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}.")
-    return value

@@ -11,10 +11,11 @@ per-coordinate standard deviations between 0.5 and 1.3, means near the origin.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
+
+from phasediff.validation import check_int
 
 __all__ = [
     "GMM1D_MEANS",
@@ -66,22 +67,14 @@ GMM1D_STDS = (0.3, 0.4, 0.2)
 # ---------------------------------------------------------------------------- validation
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
 def check_count(value: object, name: str) -> int:
     """Return ``value`` as an int if it is an integer ≥ 1, else raise a one-sentence ValueError."""
-    if not _is_int(value) or int(value) < 1:  # type: ignore[call-overload]
-        raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}.")
-    return int(value)  # type: ignore[call-overload]
+    return check_int(value, name, 1)
 
 
 def check_seed(value: object, name: str = "seed", limit: int = SEED_LIMIT) -> int:
     """Return ``value`` as an int if it is an integer in [0, limit), else raise ValueError."""
-    if not _is_int(value) or not 0 <= int(value) < limit:  # type: ignore[call-overload]
-        raise ValueError(f"{name} must be an integer in [0, {limit}), got {value!r}.")
-    return int(value)  # type: ignore[call-overload]
+    return check_int(value, name, 0, limit)
 
 
 def _check_generator(generator: object) -> torch.Generator:

@@ -20,6 +20,7 @@ import math
 import torch
 
 from phasediff.processes import LinearProcess, apply_blocks
+from phasediff.validation import check_int
 
 __all__ = ["MixtureScore"]
 
@@ -61,8 +62,7 @@ class MixtureScore(torch.nn.Module):
         w = torch.as_tensor(w, dtype=torch.float64).reshape(-1)
         if w.shape != (K,) or not (torch.isfinite(w).all() and (w >= 0).all()) or w.sum() <= 0:
             raise ValueError(f"weights must be {K} finite numbers ≥ 0 with a positive sum.")
-        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-            raise ValueError(f"chunk must be an integer ≥ 1, got {chunk!r}.")
+        chunk = check_int(chunk, "chunk")
         keep = w > 0  # zero-weight components never contribute
         self.process = process
         self.means = means[keep]

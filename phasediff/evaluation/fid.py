@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from phasediff.files import atomic_write_bytes
+from phasediff.validation import check_int
 
 __all__ = [
     "DIGITS_CLASSIFIER_FILE",
@@ -153,8 +154,7 @@ def fd_with_floor(
             f"sample and held-out features must have the same width, got {s.shape[1]} "
             f"and {h.shape[1]}."
         )
-    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
-        raise ValueError(f"splits must be an integer ≥ 1, got {splits!r}.")
+    splits = check_int(splits, "splits")
     m = h.shape[0]
     if m < 4:
         raise ValueError(f"the held-out set needs at least 4 images, got {m}.")

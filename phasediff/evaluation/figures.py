@@ -29,6 +29,7 @@ import torch
 
 from phasediff.processes import LinearProcess, apply_blocks, get_process
 from phasediff.processes.linalg import psd_sqrt
+from phasediff.validation import check_int
 
 __all__ = [
     "compare_samples",
@@ -64,12 +65,6 @@ def _save(fig, path: str | Path, dpi: int = 100) -> Path:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     _plt().close(fig)
     return path
-
-
-def _check_count(value: object, name: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer ≥ {low}, got {value!r}.")
-    return value
 
 
 # ---------------------------------------------------------------------------- 1-D data
@@ -147,7 +142,7 @@ def plot_paths(
     per process, over the exact density of x_t (square-root colour scale)."""
     from phasediff.data import sample_toy
 
-    n_paths, steps = _check_count(n_paths, "n_paths"), _check_count(steps, "steps", 2)
+    n_paths, steps = check_int(n_paths, "n_paths"), check_int(steps, "steps", 2)
     procs = [_as_process(p) for p in processes]
     if not procs:
         raise ValueError("processes must name at least one process.")
@@ -188,8 +183,8 @@ def plot_phases(
     from phasediff.evaluation.exact import MixtureScore
     from phasediff.samplers import get_sampler
 
-    n_paths, steps = _check_count(n_paths, "n_paths"), _check_count(steps, "steps", 2)
-    sampler_steps = _check_count(sampler_steps, "sampler_steps")
+    n_paths, steps = check_int(n_paths, "n_paths"), check_int(steps, "steps", 2)
+    sampler_steps = check_int(sampler_steps, "sampler_steps")
     process = _as_process(process)
     fn = get_sampler(sampler)
     k = process.k
@@ -328,8 +323,8 @@ def plot_snapshots(
     """
     from phasediff.samplers import get_sampler
 
-    steps, num = _check_count(steps, "steps"), _check_count(num, "num")
-    n_snapshots = _check_count(n_snapshots, "n_snapshots", 2)
+    steps, num = check_int(steps, "steps"), check_int(num, "num")
+    n_snapshots = check_int(n_snapshots, "n_snapshots", 2)
     fn = get_sampler(sampler)
     if model is not None:
         proc = _as_process(process)
@@ -340,7 +335,7 @@ def plot_snapshots(
         from phasediff.evaluation.exact import MixtureScore
 
         proc = _as_process(process)
-        pts = sample_toy("multi_swiss_roll", _check_count(n_points, "n_points"), seed=seed)
+        pts = sample_toy("multi_swiss_roll", check_int(n_points, "n_points"), seed=seed)
         model = MixtureScore(proc, pts, MULTI_SWISS_ROLL_NOISE)
         source = source or (
             f"exact score of {n_points} multi-Swiss-roll points smoothed by N(0, 0.01²) "

@@ -28,13 +28,13 @@ Images: ``dequantize`` / ``bits_per_dim`` implement uniform dequantisation on th
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
 
 from phasediff.processes import LinearProcess
 from phasediff.samplers import ModelDynamics
+from phasediff.validation import check_int, check_positive
 
 __all__ = [
     "DIVERGENCES",
@@ -95,19 +95,6 @@ class LikelihoodResult:
 
 
 # ---------------------------------------------------------------------------- validation
-
-
-def _check_positive(value: object, name: str) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _check_count(value: object, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < 1:
-        raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}.")
-    return int(value)
 
 
 def _check_process(process: object) -> LinearProcess:
@@ -207,7 +194,7 @@ def ode_log_density(
         raise ValueError(
             f"z must be shaped (batch, k = {process.k}, *data_shape), got {tuple(z.shape)}."
         )
-    rtol, atol = _check_positive(rtol, "rtol"), _check_positive(atol, "atol")
+    rtol, atol = check_positive(rtol, "rtol"), check_positive(atol, "atol")
     state_dim = math.prod(z.shape[1:])
     method = _resolve_divergence(divergence, state_dim)
     dtype = _model_dtype(model, z.dtype)
@@ -286,8 +273,8 @@ def negative_log_likelihood(
     """
     process = _check_process(process)
     x = _check_batch(x, "x")
-    n_aux = _check_count(n_aux, "n_aux")
-    batch_size = _check_count(batch_size, "batch_size")
+    n_aux = check_int(n_aux, "n_aux")
+    batch_size = check_int(batch_size, "batch_size")
     _resolve_divergence(divergence, 1)
     d = math.prod(x.shape[1:])
     k = process.k
@@ -348,15 +335,13 @@ def negative_log_likelihood(
 
 
 def _grid(levels: object, data_range: object) -> tuple[int, float, float, float]:
-    if not isinstance(levels, numbers.Integral) or isinstance(levels, bool) or int(levels) < 2:
-        raise ValueError(f"levels must be an integer ≥ 2, got {levels!r}.")
+    levels = check_int(levels, "levels", 2)
     try:
         lo, hi = (float(v) for v in data_range)  # type: ignore[union-attr]
     except (TypeError, ValueError):
         raise ValueError(f"data_range must be a pair (low, high), got {data_range!r}.") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"data_range must be finite with low < high, got {data_range!r}.")
-    levels = int(levels)
     return levels, lo, hi, (hi - lo) / (levels - 1)
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from phasediff.validation import check_int, check_positive
+
 __all__ = [
     "EXACT_W2_MAX_N",
     "MEDIAN_SUBSAMPLE",
@@ -54,21 +56,8 @@ _SEED_LIMIT = 2**32
 # ---------------------------------------------------------------------------- validation
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_int(value: object, name: str, low: int, high: int | None = None) -> int:
-    """``value`` as an int in [low, high) (no upper bound when high is None)."""
-    number = int(value) if _is_int(value) else None  # type: ignore[call-overload]
-    if number is None or number < low or (high is not None and number >= high):
-        valid = f"≥ {low}" if high is None else f"in [{low}, {high})"
-        raise ValueError(f"{name} must be an integer {valid}, got {value!r}.")
-    return number
-
-
 def _check_seed(value: object, name: str = "seed") -> int:
-    return _check_int(value, name, 0, _SEED_LIMIT)
+    return check_int(value, name, 0, _SEED_LIMIT)
 
 
 def _as_points(x: object, name: str, d: int | None = None, min_n: int = 2) -> torch.Tensor:
@@ -101,13 +90,6 @@ def _as_points(x: object, name: str, d: int | None = None, min_n: int = 2) -> to
 def _pair(x: object, y: object, names: tuple[str, str] = ("x", "y")) -> tuple[torch.Tensor, ...]:
     a = _as_points(x, names[0])
     return a, _as_points(y, names[1], d=a.shape[1])
-
-
-def _check_positive(value: object, name: str) -> float:
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or float(value) <= 0.0:  # type: ignore[arg-type]
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return float(value)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- sliced W2
@@ -180,7 +162,7 @@ def sliced_w2(
     functions. Cost O(L (n + m) log(n + m)).
     """
     x, y = _pair(x, y)
-    n_projections = _check_int(n_projections, "n_projections", 1)
+    n_projections = check_int(n_projections, "n_projections", 1)
     seed = _check_seed(seed)
     theta = _directions(x.shape[1], n_projections, seed)
     return math.sqrt(float(_sliced_w2_squared_per_direction(x, y, theta).mean()))
@@ -305,8 +287,8 @@ def mmd_rbf(
     sums run in row blocks of about ``block_elems`` kernel entries.
     """
     x, y = _pair(x, y)
-    h = _median_bandwidth(x, y) if bandwidth is None else _check_positive(bandwidth, "bandwidth")
-    block_elems = _check_int(block_elems, "block_elems", 1)
+    h = _median_bandwidth(x, y) if bandwidth is None else check_positive(bandwidth, "bandwidth")
+    block_elems = check_int(block_elems, "block_elems", 1)
     # Centre on the pooled mean: distances are unchanged, the |a|² + |b|² − 2a·b form loses less.
     centre = torch.cat((x, y)).mean(dim=0)
     x, y = x - centre, y - centre
@@ -341,7 +323,7 @@ def energy_distance(
     ``scipy.stats.energy_distance``. Pairwise sums run in row blocks.
     """
     x, y = _pair(x, y)
-    block_elems = _check_int(block_elems, "block_elems", 1)
+    block_elems = check_int(block_elems, "block_elems", 1)
     centre = torch.cat((x, y)).mean(dim=0)
     x, y = x - centre, y - centre
 
@@ -409,7 +391,7 @@ def mode_resolved_sliced_w2(
     """
     x, ref = _pair(x, ref, ("x", "ref"))
     centers = _as_centers(centers, x.shape[1])
-    n_projections = _check_int(n_projections, "n_projections", 1)
+    n_projections = check_int(n_projections, "n_projections", 1)
     seed = _check_seed(seed)
     k = centers.shape[0]
     lx, lr = _assign(x, centers), _assign(ref, centers)
@@ -494,7 +476,7 @@ def with_noise_floor(
     if not callable(metric):
         raise ValueError(f"metric must be a callable (x, y) -> float, got {type(metric).__name__}.")
     samples = _as_points(samples, "samples")
-    n = _check_int(n, "n", 2)
+    n = check_int(n, "n", 2)
     seed = _check_seed(seed)
     held, fresh1, fresh2 = _data_sets(samples, sample_data, n, seed)
     return _compare(metric(samples, held, **kw), metric(fresh1, fresh2, **kw))
@@ -522,9 +504,9 @@ def evaluate_toy(
     ``mode_weights``. The result holds only ints, floats, None and lists: JSON-serialisable.
     """
     samples = _as_points(samples, "samples")
-    n = samples.shape[0] if n is None else _check_int(n, "n", 2)
+    n = samples.shape[0] if n is None else check_int(n, "n", 2)
     seed = _check_seed(seed)
-    exact_w2_max_n = _check_int(exact_w2_max_n, "exact_w2_max_n", 0, EXACT_W2_MAX_N + 1)
+    exact_w2_max_n = check_int(exact_w2_max_n, "exact_w2_max_n", 0, EXACT_W2_MAX_N + 1)
     if centers is not None:
         centers = _as_centers(centers, samples.shape[1])
     held, fresh1, fresh2 = _data_sets(samples, sample_data, n, seed)

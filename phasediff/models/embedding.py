@@ -7,34 +7,16 @@ normalised time t / T ∈ [0, 1], whatever the horizon of the process (1, π/2, 
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 from torch import nn
+
+from phasediff.validation import check_int, check_positive, is_real
 
 PARAMETERIZATIONS = ("eps", "score")
 
 
 # --------------------------------------------------------------------------- checks
-def check_int(value: object, name: str, minimum: int = 1) -> int:
-    """An integer ≥ ``minimum`` (bools rejected), else one ValueError sentence."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
-    return int(value)
-
-
-def check_positive(value: object, name: str) -> float:
-    """A finite real number > 0, else one ValueError sentence."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-    return float(value)
-
-
 def check_parameterization(value: object) -> str:
     """One of :data:`PARAMETERIZATIONS`, else one ValueError sentence listing them."""
     if value not in PARAMETERIZATIONS:
@@ -46,7 +28,7 @@ def check_parameterization(value: object) -> str:
 def broadcast_time(t: torch.Tensor | float, batch: int, like: torch.Tensor) -> torch.Tensor:
     """Times as a (batch,) tensor on ``like``'s device; a scalar is broadcast to the batch."""
     if not isinstance(t, torch.Tensor):
-        if isinstance(t, bool) or not isinstance(t, int | float):
+        if not is_real(t):
             raise ValueError(f"t must be a number or a tensor of shape ({batch},), got {t!r}.")
         return torch.full((batch,), float(t), device=like.device)
     if t.ndim == 0:

@@ -10,10 +10,9 @@ from torch import nn
 from phasediff.models.embedding import (
     SinusoidalEmbedding,
     broadcast_time,
-    check_int,
     check_parameterization,
-    check_positive,
 )
+from phasediff.validation import check_int, check_positive
 
 
 class TimeMLP(nn.Module):

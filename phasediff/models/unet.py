@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,9 +9,9 @@ from torch import nn
 from phasediff.models.embedding import (
     TimeEmbedding,
     broadcast_time,
-    check_int,
     check_parameterization,
 )
+from phasediff.validation import check_int, is_int, is_real
 
 
 def group_count(channels: int, max_groups: int = 32, min_per_group: int = 4) -> int:
@@ -108,14 +106,12 @@ class UNet(nn.Module):
         if (
             not isinstance(mults, tuple | list)
             or len(mults) == 0
-            or any(
-                isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1 for m in mults
-            )
+            or any(not is_int(m) or m < 1 for m in mults)
         ):
             raise ValueError(
                 f"mults must be a non-empty tuple of integers ≥ 1 such as (1, 2), got {mults!r}."
             )
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+        if not is_real(dropout):
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}.")

@@ -35,6 +35,7 @@ import torch
 from phasediff.objectives.score_matching import initial_state, sample_times
 from phasediff.processes import LinearProcess, apply_blocks
 from phasediff.processes.linalg import psd_factor
+from phasediff.validation import check_int
 
 VELOCITY = "velocity"
 """The `parameterization` label of a position-only velocity model V(x, t) (k = 1 input block,
@@ -319,8 +320,7 @@ def leapfrog(
     symplectic and second order, steps + 1 force evaluations. Returns (xs, vs, times): the
     states at t_j = j·h, j = 1…steps, stacked as (steps, B, *data), differentiable in F's
     parameters (no in-place updates)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"leapfrog steps must be an integer ≥ 1, got {steps!r}.")
+    steps = check_int(steps, "leapfrog steps")
     if not (math.isfinite(horizon) and horizon > 0):
         raise ValueError(f"the horizon T must be a finite number > 0, got {horizon}.")
     h = horizon / steps

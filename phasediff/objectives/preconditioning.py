@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from phasediff.processes import LinearProcess, apply_blocks
+from phasediff.validation import check_positive
 
 TIME_FEATURES = ("t", "log_cout")
 
@@ -97,13 +98,7 @@ class Preconditioned(nn.Module):
             raise ValueError(
                 f"time_feature must be one of {', '.join(TIME_FEATURES)}, got {time_feature!r}."
             )
-        if (
-            isinstance(sigma_data, bool)
-            or not isinstance(sigma_data, int | float)
-            or not math.isfinite(sigma_data)
-            or sigma_data <= 0
-        ):
-            raise ValueError(f"sigma_data must be a finite number > 0, got {sigma_data!r}.")
+        check_positive(sigma_data, "sigma_data")
         if not process.noisy_blocks:
             raise ValueError(
                 f"process '{process.name}' has no noisy blocks (D = 0): there is no score to "

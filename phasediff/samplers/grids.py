@@ -4,8 +4,6 @@ grid)."""
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from phasediff.processes import LinearProcess
@@ -15,6 +13,7 @@ from phasediff.samplers.ei_coefficients import (
     check_order_eta,
     exponential_coefficients,
 )
+from phasediff.validation import check_int, check_positive
 
 GRIDS = ("uniform", "quadratic", "edm", "logb", "optimal")
 
@@ -28,8 +27,7 @@ def time_grid(
     quadratic striding); edm: EDM's ρ-spacing applied to the noise level σ(t) = √B(0, t)
     (for VE this is EDM's σ; t = B⁻¹(σ²) exactly).
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}.")
+    steps = check_int(steps, "steps")
     if grid not in GRIDS:
         raise ValueError(f"unknown time grid {grid!r}; valid grids are: {', '.join(GRIDS)}.")
     if grid == "optimal":
@@ -72,14 +70,12 @@ def optimal_grid(
     h(λ) ∝ ‖κ^(p)(λ)‖_P^(−1/(p+1)) make these errors equal; a floor of 5 % of the mean density
     keeps the grid from starving smooth stretches.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}.")
+    steps = check_int(steps, "steps")
     check_order_eta(order, 0.0)
-    if not (isinstance(sigma_data, int | float) and sigma_data > 0 and math.isfinite(sigma_data)):
-        raise ValueError(f"sigma_data must be a finite number > 0, got {sigma_data!r}.")
-    key = ("grid", steps, order, float(sigma_data), n_fine)
+    sigma_data = check_positive(sigma_data, "sigma_data")
+    key = ("grid", steps, order, sigma_data, n_fine)
     return cached_per_grid(
-        key, process, lambda: _optimal_grid(process, steps, order, float(sigma_data), n_fine)
+        key, process, lambda: _optimal_grid(process, steps, order, sigma_data, n_fine)
     ).clone()
 
 

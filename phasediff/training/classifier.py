@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from phasediff.files import atomic_write_bytes, atomic_write_text
-from phasediff.models.embedding import TimeEmbedding, check_int
+from phasediff.models.embedding import TimeEmbedding
 from phasediff.models.unet import Downsample, ResBlock, group_count
 from phasediff.objectives import sample_times
 from phasediff.processes import LinearProcess
 from phasediff.training.checkpoint import process_mismatch
 from phasediff.training.config import Config, config_from_dict, load_config
 from phasediff.training.run import first_non_finite_gradient, non_finite_error, open_run_dir
+from phasediff.validation import check_int, check_positive
 
 __all__ = ["NoisyClassifier", "load_classifier", "train_classifier"]
 
@@ -175,8 +176,7 @@ def train_classifier(
         check_int(batch_size, "batch_size"),
         check_int(width, "width"),
     )
-    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}.")
+    check_positive(lr, "lr")
     if threads:
         torch.set_num_threads(check_int(threads, "threads"))
     config = _source_config(source, overrides)
