@@ -11,11 +11,12 @@ TORCH_INDEX_ARGS ?=
 
 setup: $(STAMP)
 
-# The stamp depends on pyproject.toml so a changed pin re-installs.
+# pyproject.toml declares compatible ranges, constraints.txt the exact versions installed here
+# and in CI; the stamp depends on both, so a changed range or pin re-installs.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt torch==2.13.0 $(TORCH_INDEX_ARGS)
+	$(PIP) install --quiet -c constraints.txt torch $(TORCH_INDEX_ARGS)
 	$(PIP) install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 

@@ -21,6 +21,7 @@ import torch
 
 from phasediff.processes import LinearProcess, critical, get_process
 from phasediff.processes.linalg import psd_sqrt, symmetric_part
+from phasediff.validation import check_positive
 
 
 @dataclass
@@ -138,10 +139,8 @@ def mixing_table(
     eps: float = 1e-3,
 ) -> list[MixingRow]:
     """Rows of the mixing comparison for Gaussian data N(0, data_var) and the point mass."""
-    if not (math.isfinite(data_var) and data_var > 0):
-        raise ValueError(f"data_var must be a finite number > 0, got {data_var}.")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps must be a finite number > 0, got {eps}.")
+    check_positive(data_var, "data_var")
+    check_positive(eps, "eps")
     if not math.isfinite(point_mass):
         raise ValueError(f"point_mass must be a finite number, got {point_mass}.")
     rows = []
