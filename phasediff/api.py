@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from phasediff.data.sanity import SampleCheck, check_samples, run_data_range
 from phasediff.data.source import DataSource
 from phasediff.processes import LinearProcess
 from phasediff.samplers.base import Samples
@@ -55,7 +56,9 @@ class TrainedRun:
         Lie–Trotter for score models) at `steps` steps (default: the recommended count for
         that sampler) on `grid` (default: the sampler's own). ``seed`` seeds a fresh generator
         unless `generator` is given; ``options`` go to the sampler (``progress=True``,
-        ``callback``, ``return_trajectory``, ``corrector``, …; docs/samplers.md)."""
+        ``callback``, ``return_trajectory``, ``corrector``, …; docs/samplers.md). Samples that
+        are not finite or lie far outside the training data's range are counted in
+        ``.sanity`` (`check`) and reported by one `SampleWarning`; they are kept."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an integer ≥ 1 (the number of samples), got {n!r}.")
         default_name, default_steps = recommended_sampler(self.model)
@@ -67,7 +70,7 @@ class TrainedRun:
             raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}.")
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
-        return entry.function(
+        samples = entry.function(
             self.model,
             self.process,
             (n, *self.data.data_shape),
@@ -76,6 +79,17 @@ class TrainedRun:
             generator=generator,
             **options,
         )
+        # counted before any mapping back: the recorded range is in the model's units
+        samples.sanity = self.check(samples.x)
+        samples.sanity.warn("they are kept (samples.sanity.ok is False for them)", stacklevel=2)
+        return samples
+
+    def check(self, x: torch.Tensor) -> SampleCheck:
+        """Counts of the samples `x` (N, *data_shape), in the model's units, that are not
+        finite or lie far outside the training data's range: the range recorded in the run
+        (``data_range.json``), else that of its training set (`phasediff.data.sanity`)."""
+        data_range, source = run_data_range(self.path, self.data.data)
+        return check_samples(x, data_range, source=source)
 
     def evaluate(
         self,

@@ -263,13 +263,24 @@ def sample_command(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the sampler's tqdm bar.")
     ] = True,
+    drop_bad: Annotated[
+        bool,
+        typer.Option(
+            "--drop-bad",
+            help="Leave samples that are not finite or lie far outside the training data's "
+            "range out of the .npz (default: keep them, marked by its 'ok' mask, and warn).",
+        ),
+    ] = False,
 ) -> None:
     """Sample a trained model with any sampler; NFE is counted, not inferred. --inpaint/--known
     fix known pixels (replacement through the exact kernel); --guidance-class with --classifier
-    adds classifier guidance (docs/images.md)."""
+    adds classifier guidance (docs/images.md). Samples that are not finite or lie far outside
+    the training data's range are counted in the .npz and the JSON line, with a one-line
+    warning (docs/samplers.md, "Sample sanity")."""
     import numpy as np
     import torch
 
+    from phasediff.data.sanity import check_samples, run_data_range
     from phasediff.samplers.registry import get_sampler, resolve
     from phasediff.training import load_trained
     from phasediff.training.plots import save_samples
@@ -319,22 +330,40 @@ def sample_command(
                 return_trajectory=trajectory,
                 progress=progress,
             )
+        data_range, source = run_data_range(checkpoint, data.data)  # the model's units
+        check = check_samples(res.x, data_range, source=source)
+        rows = check.ok if drop_bad else slice(None)
         out.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"x": res.x.numpy(), "nfe": np.array(res.nfe), "times": res.times.numpy()}
+        arrays = {"x": res.x[rows].numpy(), "nfe": np.array(res.nfe), "times": res.times.numpy()}
+        arrays.update(non_finite=np.array(check.non_finite), far=np.array(check.far))
+        if not drop_bad:
+            arrays["ok"] = check.ok.numpy()
         if trajectory:
-            arrays["trajectory"] = torch.stack(res.trajectory).numpy()
+            arrays["trajectory"] = torch.stack(res.trajectory)[:, rows].numpy()
         np.savez(out, **arrays)
-        save_samples(
-            res.x,
-            out.with_suffix(".png"),
-            reference=data.held_out(min(num, 5000)) if data.kind == "vector" else None,
-            title=f"{sampler} {steps} steps",
-        )
+        if check.bad:
+            kept = (
+                f"they are kept in {out} (its 'ok' mask is False for them; --drop-bad drops them)"
+            )
+            dropped = f"they are left out of {out} (--drop-bad)"
+            typer.echo(f"warning: {check.message(dropped if drop_bad else kept)}", err=True)
+        shown = check.ok if bool(check.ok.any()) else check.finite  # the sane ones, if any
+        if bool(shown.any()):
+            save_samples(
+                res.x[shown],
+                out.with_suffix(".png"),
+                reference=data.held_out(min(num, 5000)) if data.kind == "vector" else None,
+                title=f"{sampler} {steps} steps",
+            )
     except ValueError as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write output ({exc.strerror}: {exc.filename}); choose a writable --out.")
-    typer.echo(json.dumps({"out": str(out), "nfe": res.nfe, "num": num, "grid": grid}))
+    report = {"out": str(out), "nfe": res.nfe, "num": num, "grid": grid}
+    report.update(non_finite=check.non_finite, far=check.far)
+    if drop_bad:
+        report["written"] = num - check.bad
+    typer.echo(json.dumps(report))
 
 
 def _check_grid(grid: str | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -20,13 +21,16 @@ from phasediff.samplers.grids import time_grid as time_grid
 @dataclass
 class Samples:
     """x: data block (B, *data_shape); z: full final state; nfe: counted network calls;
-    trajectory: states at every grid time when requested (list of (B, k, *data))."""
+    trajectory: states at every grid time when requested (list of (B, k, *data)); sanity:
+    the counts of non-finite and far-out samples (`phasediff.data.sanity.SampleCheck`) when
+    a trained run was sampled (`TrainedRun.sample`), None from a bare sampler."""
 
     x: torch.Tensor
     z: torch.Tensor
     nfe: int
     times: torch.Tensor
     trajectory: list[torch.Tensor] = field(default_factory=list)
+    sanity: Any = None
 
 
 class CountingModel:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from phasediff.data import DataSource, get_data
+from phasediff.data.sanity import write_data_range
 from phasediff.models import TimeMLP, UNet, count_parameters
 from phasediff.objectives import Preconditioned, get_objective
 from phasediff.objectives.hamiltonian import (
@@ -239,6 +240,8 @@ class Trainer(TrainingRun):
         )
         self.process = build_process(config)
         self.data = build_data(config)
+        if self.is_main:  # the range samples are checked against (phasediff.data.sanity)
+            write_data_range(self.run_dir, self.data.data)
         self.model = build_model(config, self.process, self.data).to(self.device)
         # DDP, autocast, channels-last, torch.compile, fp16 loss scaling (distributed.py)
         self.execution = Execution(self.model, tc, self.device, self.dist)
