@@ -54,7 +54,9 @@ class TrainedRun:
     ) -> Samples:
         """``n`` samples with `sampler` (default: `recommended_sampler` of the model, e.g.
         Lie–Trotter for score models) at `steps` steps (default: the recommended count for
-        that sampler) on `grid` (default: the sampler's own). ``seed`` seeds a fresh generator
+        that sampler) on `grid` (default: the sampler's own). ``x`` is in the data's own units
+        (a standardised points run maps it back; ``z`` stays in the model's units). ``seed``
+        seeds a fresh generator
         unless `generator` is given; ``options`` go to the sampler (``progress=True``,
         ``callback``, ``return_trajectory``, ``corrector``, …; docs/samplers.md). Samples that
         are not finite or lie far outside the training data's range are counted in
@@ -82,6 +84,8 @@ class TrainedRun:
         # counted before any mapping back: the recorded range is in the model's units
         samples.sanity = self.check(samples.x)
         samples.sanity.warn("they are kept (samples.sanity.ok is False for them)", stacklevel=2)
+        if self.data.standardization is not None:  # back to the units of the user's file
+            samples.x = self.data.standardization.decode(samples.x)
         return samples
 
     def check(self, x: torch.Tensor) -> SampleCheck:

@@ -370,7 +370,7 @@ def test_get_data_errors() -> None:
     assert str(e.value) == (
         "unknown dataset 'foo'; valid datasets are: "
         "8gaussians, checkerboard, cifar10, digits, folder, gmm1d, mnist, moons, "
-        "multi_swiss_roll, swiss_roll, thin_rolls."
+        "multi_swiss_roll, points, swiss_roll, thin_rolls."
     )
     for bad in (0, -1, 1.5, False):
         with pytest.raises(

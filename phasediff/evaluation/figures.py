@@ -232,6 +232,8 @@ def plot_phases(
 
 def _scatter(ax, pts: torch.Tensor, title: str, lim: float | None = None) -> None:
     pts = pts.detach().float().cpu()
+    if pts.ndim == 2 and pts.shape[1] > 2:  # d > 2: the first two coordinates
+        pts, title = pts[:, :2], f"{title} (coordinates 0–1)"
     if pts.ndim == 2 and pts.shape[1] == 2:
         ax.scatter(pts[:, 0], pts[:, 1], s=1.0, alpha=0.5, linewidths=0)
         ax.set_aspect("equal")
@@ -286,9 +288,9 @@ def plot_samples(
 
 
 def _common_limit(arrays: Sequence[torch.Tensor]) -> float | None:
-    if not all(a.ndim == 2 and a.shape[1] == 2 for a in arrays):
+    if not all(a.ndim == 2 and a.shape[1] >= 2 for a in arrays):
         return None
-    ref = arrays[-1].detach().abs().float()
+    ref = arrays[-1][:, :2].detach().abs().float()
     return float(torch.quantile(ref.flatten(), 0.999)) * 1.25 + 1e-3
 
 

@@ -292,10 +292,11 @@ def evaluate_model(
     returns the report (``report``'s entries first, e.g. the run it came from).
 
     Samples come from ``samples`` (an .npz with ``x``, or a tensor of data-space samples; the
-    first ``num`` are used) or are drawn with ``sampler``/``steps``/``grid`` (``num`` defaults
-    to 2000; ``grid=None`` is the sampler's default grid). ``nll`` adds the held-out NLL
-    (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``). ``progress`` shows the
-    sampler's tqdm bar.
+    first ``num`` are used; for standardised points data in the file's units) or are drawn with
+    ``sampler``/``steps``/``grid`` (``num`` defaults to 2000; ``grid=None`` is the sampler's
+    default grid). Distances are computed in the model's units (standardised, if so). ``nll``
+    adds the held-out NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
+    ``progress`` shows the sampler's tqdm bar.
     """
     from phasediff.evaluation.figures import compare_samples
     from phasediff.samplers.registry import resolve
@@ -313,7 +314,10 @@ def evaluate_model(
     elif samples is not None:
         x = load_samples(samples, data, num)
         report["samples"] = {"file": str(samples), "num": int(x.shape[0])}
-    else:
+    if samples is not None and data.standardization is not None:
+        x = data.standardization.encode(x)  # given in the file's units; compared in the model's
+        report["samples"]["standardized"] = True
+    if samples is None:
         entry = resolve(sampler, model)
         fn = entry.function
         grid = entry.default_grid if grid is None else grid

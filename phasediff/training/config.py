@@ -155,6 +155,34 @@ class DataConfig(_Strict):
     image_size: int = Field(32, ge=1, description="folder: resize + centre-crop side")
     channels: Literal[1, 3] = Field(3, description="folder: 3 = RGB, 1 = grey")
     hflip: bool = Field(False, description="mirror training images with probability 1/2")
+    key: str | None = Field(None, description="points: the array of an .npz holding several")
+    held_out_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="points: share of rows held out (split by seed)"
+    )
+    standardize: bool = Field(
+        False, description="points: train on (x − mean)/std per coordinate; samples come back"
+    )
+    mean: list[float] | None = Field(
+        None, description="points: the recorded standardisation (written by the trainer)"
+    )
+    std: list[float] | None = Field(
+        None, description="points: the recorded standardisation (written by the trainer)"
+    )
+
+    @model_validator(mode="after")
+    def _standardisation(self) -> DataConfig:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("data.mean and data.std are recorded together; give both or neither")
+        if self.std is not None:
+            if len(self.std) != len(self.mean) or not all(
+                math.isfinite(v) and v > 0 for v in self.std
+            ):
+                raise ValueError(
+                    "data.std must be positive finite numbers, one per coordinate of data.mean"
+                )
+            if not all(math.isfinite(v) for v in self.mean):
+                raise ValueError("data.mean must be finite numbers")
+        return self
 
 
 class ModelConfig(_Strict):

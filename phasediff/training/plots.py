@@ -11,13 +11,18 @@ import torch
 def save_samples(
     x: torch.Tensor, path: str | Path, *, reference: torch.Tensor | None = None, title: str = ""
 ) -> None:
-    """Save samples `x` (B, *data_shape) as a PNG; `reference` data is drawn alongside."""
+    """Save samples `x` (B, *data_shape) as a PNG; `reference` data is drawn alongside. Vector
+    data with d > 2 coordinates is drawn in its first two."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = x.detach().float().cpu()
+    if x.ndim == 2 and x.shape[1] > 2:  # d > 2: the first two coordinates
+        x = x[:, :2]
+        reference = reference[:, :2] if reference is not None else None
+        title = f"{title}, coordinates 0–1" if title else "coordinates 0–1"
     if x.ndim == 2 and x.shape[1] in (1, 2):
         # the title describes how the samples were drawn: it goes on their panel only, so
         # the data panel never reads as if the model had generated the data

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from phasediff.data import DataSource, get_data
+from phasediff.data.points import PointsStandardization
 from phasediff.data.sanity import write_data_range
 from phasediff.models import TimeMLP, UNet, count_parameters
 from phasediff.objectives import Preconditioned, get_objective
@@ -66,6 +67,12 @@ def build_data(config: Config) -> DataSource:
     """The config's dataset; a missing or unreadable dataset file is one ValueError sentence."""
     try:
         dc = config.data
+        recorded = None
+        if dc.mean is not None:  # the standardisation a run recorded (points data)
+            recorded = PointsStandardization(
+                torch.tensor(dc.mean, dtype=torch.float64),
+                torch.tensor(dc.std, dtype=torch.float64),
+            )
         return get_data(
             dc.name,
             n_train=dc.n_train,
@@ -74,6 +81,10 @@ def build_data(config: Config) -> DataSource:
             image_size=dc.image_size,
             channels=dc.channels,
             hflip=dc.hflip,
+            key=dc.key,
+            held_out_fraction=dc.held_out_fraction,
+            standardize=dc.standardize,
+            standardization=recorded,
         )
     except (OSError, EOFError) as exc:
         where = getattr(exc, "filename", None)
@@ -82,6 +93,19 @@ def build_data(config: Config) -> DataSource:
             f"dataset {config.data.name!r} could not be read ({reason}"
             f"{f': {where}' if where else ''}); check that its files exist and are intact."
         ) from None
+
+
+def record_data_statistics(config: Config, data: DataSource) -> Config:
+    """`config` with the data's standardisation written into data.mean/data.std (when the data
+    has one and the config does not yet), so that the run's config.json and checkpoints carry
+    it and a reloaded run maps samples back with the same numbers."""
+    standardization = data.standardization
+    if standardization is None or config.data.mean is not None:
+        return config
+    data_config = config.data.model_copy(
+        update={"mean": standardization.mean.tolist(), "std": standardization.std.tolist()}
+    )
+    return config.model_copy(update={"data": data_config})
 
 
 def build_model(config: Config, process: LinearProcess, data: DataSource) -> torch.nn.Module:
@@ -242,6 +266,7 @@ class Trainer(TrainingRun):
         self.data = build_data(config)
         if self.is_main:  # the range samples are checked against (phasediff.data.sanity)
             write_data_range(self.run_dir, self.data.data)
+        self.config = config = record_data_statistics(config, self.data)
         self.model = build_model(config, self.process, self.data).to(self.device)
         # DDP, autocast, channels-last, torch.compile, fp16 loss scaling (distributed.py)
         self.execution = Execution(self.model, tc, self.device, self.dist)
