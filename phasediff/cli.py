@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from phasediff.samplers.grids import GRIDS
+from phasediff.samplers.langevin import LANGEVIN_SAMPLERS
 from phasediff.samplers.registry import get_entry, grid_help, sampler_help
 
 app = typer.Typer(
@@ -209,7 +210,14 @@ def sample_command(
     checkpoint: Annotated[
         Path, typer.Argument(help="Run directory (newest valid checkpoint) or checkpoint JSON.")
     ],
-    sampler: Annotated[str, typer.Option(help=sampler_help())] = "lie_trotter",
+    sampler: Annotated[
+        str,
+        typer.Option(
+            help=f"{sampler_help()} Noise-conditional, VE runs only: annealed_langevin (ALD), "
+            "mild (MILD); they use --levels and --steps-per-level, not --steps or --grid "
+            "(docs/mild.md)."
+        ),
+    ] = "lie_trotter",
     steps: Annotated[int, typer.Option(help="Number of sampler steps (≥ 1).")] = 50,
     num: Annotated[int, typer.Option(help="Number of samples (≥ 1).")] = 2000,
     out: Annotated[
@@ -217,6 +225,34 @@ def sample_command(
     ] = Path("samples.npz"),
     seed: Annotated[int, typer.Option(help="Seed of the sampler's generator.")] = 0,
     grid: Annotated[str | None, typer.Option(help=grid_help())] = None,
+    levels: Annotated[
+        int,
+        typer.Option(
+            help="annealed_langevin/mild: noise levels L (≥ 2), geometric from the prior's σ "
+            "to the schedule's σ_min."
+        ),
+    ] = 100,
+    steps_per_level: Annotated[
+        int | None,
+        typer.Option(
+            help="annealed_langevin/mild: steps T per level (default 5 for ALD, 2 for MILD); "
+            "NFE = L·T + 1 (final denoising)."
+        ),
+    ] = None,
+    eps: Annotated[
+        float, typer.Option(help="annealed_langevin/mild: step size ε, α_i = ε σ_i²/σ_L².")
+    ] = 2e-5,
+    gamma: Annotated[
+        float | None, typer.Option(help="mild: momentum γ, 0 ≤ γ < 1 (default 0.9).")
+    ] = None,
+    consistent_noise: Annotated[
+        bool,
+        typer.Option(
+            "--consistent-noise",
+            help="mild: noise std sqrt(2α/(1−γ)) instead of the seed's sqrt(2α), which keeps "
+            "the per-level variance right (docs/mild.md).",
+        ),
+    ] = False,
     trajectory: Annotated[
         bool, typer.Option("--trajectory", help="Also store the whole trajectory (steps+1 states).")
     ] = False,
@@ -286,7 +322,10 @@ def sample_command(
     from phasediff.training.plots import save_samples
 
     try:
-        fn = get_sampler(sampler)
+        conditional = (inpaint_mask, known, guidance_class, classifier) != (None,) * 4
+        fn = _langevin_sampler(
+            sampler, levels, steps_per_level, eps, gamma, consistent_noise, grid, conditional
+        ) or get_sampler(sampler)
         _check_grid(grid)
         if steps < 1 or num < 1:
             raise ValueError(f"--steps and --num must be ≥ 1, got steps={steps}, num={num}.")
@@ -299,7 +338,9 @@ def sample_command(
         shape = (num, *data.data_shape)
         if guidance_class is not None or classifier is not None:
             model = _guided_model(model, process, classifier, guidance_class, guidance_scale)
-        if grid is None:  # the sampler's own default; `ei` on a velocity model: hgf_ei's
+        if sampler in LANGEVIN_SAMPLERS:  # no time grid; not registry entries
+            pass
+        elif grid is None:  # the sampler's own default; `ei` on a velocity model: hgf_ei's
             grid = resolve(sampler, model).default_grid
         else:
             resolve(sampler, model)  # refuses a sampler that does not take this model kind
@@ -364,6 +405,48 @@ def sample_command(
     if drop_bad:
         report["written"] = num - check.bad
     typer.echo(json.dumps(report))
+
+
+def _langevin_sampler(
+    sampler: str,
+    levels: int,
+    steps_per_level: int | None,
+    eps: float,
+    gamma: float | None,
+    consistent_noise: bool,
+    grid: str | None,
+    conditional: bool,
+):
+    """ALD or MILD behind the registry's call signature, or None for any other name. They take
+    (score, shape, sigmas) instead of (model, process, shape, steps), so they are not sampler
+    registry entries; `sample_ve_model` runs them on a VE run and refuses any other run."""
+    if sampler not in LANGEVIN_SAMPLERS:
+        return None
+    if grid is not None:
+        raise ValueError(
+            f"--grid does not apply to {sampler}: its noise levels come from --levels."
+        )
+    if conditional:
+        raise ValueError(
+            f"{sampler} supports neither --inpaint nor guidance; use e.g. em for those."
+        )
+    from phasediff.samplers.langevin import sample_ve_model
+
+    def fn(model, process, shape, steps, *, grid, **options):
+        return sample_ve_model(
+            model,
+            process,
+            shape,
+            sampler,
+            levels=levels,
+            steps_per_level=steps_per_level,
+            eps=eps,
+            gamma=gamma,
+            consistent_noise=consistent_noise,
+            **options,
+        )
+
+    return fn
 
 
 def _check_grid(grid: str | None) -> None:
@@ -532,7 +615,7 @@ def eval_command(
 
 @app.command("bench")
 def bench_command(
-    suite: Annotated[str, typer.Argument(help="toy, digits, mixing or samplers-overhead.")],
+    suite: Annotated[str, typer.Argument(help="toy, digits, mixing, samplers-overhead or mild.")],
     runs: Annotated[
         Path, typer.Option(help="Trained runs and RUNS/SUITE.json (raw results) live here.")
     ] = Path("runs/bench"),

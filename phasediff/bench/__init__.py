@@ -11,6 +11,9 @@ Suites (``registry``), one ``Suite`` object each:
   the digits Fréchet distance ratio;
 * ``mixing`` — the table and figure of ``phasediff analyze mixing``;
 * ``samplers-overhead`` — time outside the network ÷ time inside it, per sampler.
+* ``mild`` — ALD against MILD (the seed's algorithm and the noise-corrected option) on the
+  trained toy and digits VE runs, L levels × T steps per level at equal NFE (the MILD
+  poster's layout).
 
 Every suite writes its Markdown section into ``docs/benchmarks.md`` between the markers
 ``<!-- bench:SUITE -->`` and ``<!-- /bench:SUITE -->`` (appending the block when missing;
@@ -26,7 +29,7 @@ One module per concern: ``base`` (the ``Suite`` interface, sampler lists from th
 registry, option parsing, the machine line), ``registry`` (the suites by name), ``harness``
 (``run_suite``: files, command line), ``trained`` (training reuse), ``scoring``, ``markdown``
 (the marker blocks), ``render`` (Markdown), ``plots`` (figures), ``results`` (the JSON), the
-suites ``grid``, ``mixing`` and ``overhead``, and ``runs`` (``phasediff eval`` and
+suites ``grid``, ``mixing``, ``overhead`` and ``mild``, and ``runs`` (``phasediff eval`` and
 ``phasediff plot`` on trained runs).
 
 This package sits above ``phasediff.training`` (it trains and loads the models it compares)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from phasediff.bench.base import Suite
 from phasediff.bench.grid import DIGITS, TOY
+from phasediff.bench.mild import MILD
 from phasediff.bench.mixing import MIXING
 from phasediff.bench.overhead import OVERHEAD
 
 __all__ = ["REGISTRY", "SUITES", "get_suite"]
 
-REGISTRY: dict[str, Suite] = {s.name: s for s in (TOY, DIGITS, MIXING, OVERHEAD)}
+REGISTRY: dict[str, Suite] = {s.name: s for s in (TOY, DIGITS, MIXING, OVERHEAD, MILD)}
 SUITES: tuple[str, ...] = tuple(REGISTRY)
 
 

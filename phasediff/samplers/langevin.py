@@ -383,6 +383,83 @@ def ve_score_adapter(
     return score
 
 
+# ---------------------------------------------------------------------------- trained VE runs
+LANGEVIN_SAMPLERS = ("annealed_langevin", "mild")
+"""The noise-conditional samplers by name. They take (score, shape, sigmas), not the registry's
+(model, process, shape, steps), so they are not registry entries; `sample_ve_model` runs
+them on a trained VE model (`phasediff sample --sampler annealed_langevin|mild`)."""
+
+
+def ve_levels(process: LinearProcess, L: int) -> torch.Tensor:
+    """L geometric noise levels of a VE process: σ_1 = sqrt(B(0, T)) (≈ σ_max, the prior's
+    std) down to σ_L = the schedule's σ_min (0.01 for the preset; NCSN's σ_L)."""
+    _check_ve(process)
+    hi = ve_sigma_range(process)[1]
+    return noise_levels(hi, float(process.schedule.sigma_min), L)
+
+
+def sample_ve_model(
+    model,
+    process: LinearProcess,
+    shape: Sequence[int],
+    sampler: str = "mild",
+    *,
+    levels: int = 100,
+    steps_per_level: int | None = None,
+    eps: float = DEFAULT_EPS,
+    gamma: float | None = None,
+    consistent_noise: bool = False,
+    **options,
+) -> Samples:
+    """ALD (`sampler="annealed_langevin"`) or MILD (`"mild"`) on a model trained on the VE
+    process, through `ve_score_adapter`, over `ve_levels(process, levels)`.
+
+    `steps_per_level` defaults to the sampler's T (5 for ALD, 2 for MILD), `gamma` to
+    DEFAULT_GAMMA; `gamma` and `consistent_noise` are MILD's. Other `options` (generator,
+    progress, return_trajectory, …) go to the sampler. A velocity model, a process other than
+    VE or an unknown name is one sentence (ValueError).
+    """
+    from phasediff.objectives.hamiltonian import is_velocity_model
+
+    if sampler not in LANGEVIN_SAMPLERS:
+        raise ValueError(
+            f"unknown noise-conditional sampler {sampler!r}; valid ones are: "
+            f"{', '.join(LANGEVIN_SAMPLERS)}."
+        )
+    if is_velocity_model(model):
+        raise ValueError(
+            f"sampler {sampler!r} needs a noise-conditional score model trained on the VE "
+            "process, and this run is a velocity model (use hgf_heun or hgf_ei)."
+        )
+    try:
+        _check_ve(process)
+    except ValueError:
+        raise ValueError(
+            f"sampler {sampler!r} needs a model trained on the VE process (process.preset = "
+            f'"ve", e.g. configs/toy_ve.toml or configs/digits_ve.toml), and this run\'s '
+            f"process is {getattr(process, 'name', type(process).__name__)!r}."
+        ) from None
+    sigmas = ve_levels(process, levels)
+    score = ve_score_adapter(model, process)
+    if sampler == "annealed_langevin":
+        if gamma is not None or consistent_noise:
+            raise ValueError("gamma and consistent_noise are MILD's options; ALD takes neither.")
+        T = 5 if steps_per_level is None else steps_per_level
+        return annealed_langevin(score, shape, sigmas, T=T, eps=eps, **options)
+    T = 2 if steps_per_level is None else steps_per_level
+    gamma = DEFAULT_GAMMA if gamma is None else gamma
+    return mild(
+        score,
+        shape,
+        sigmas,
+        T=T,
+        eps=eps,
+        gamma=gamma,
+        consistent_noise=consistent_noise,
+        **options,
+    )
+
+
 # ---------------------------------------------------------------------------- Gaussian benchmark
 def gaussian_variance_exact(
     s2: float,
