@@ -147,7 +147,8 @@ def _params(changes: dict) -> dict:
 def _one_sentence(text: str, field: str, words: str) -> None:
     assert "\n" not in text.strip() and "Traceback" not in text
     assert text.strip().endswith(".")
-    assert f"config field 'process.params.{field}' is invalid: " in text
+    state = "is missing" if "needs" in words else "is invalid"
+    assert f"config field 'process.params.{field}' {state}: " in text
     assert words in text
 
 

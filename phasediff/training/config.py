@@ -41,11 +41,18 @@ ParamValue = float | int | list[float] | list[list[float]]
 """A preset parameter: a number, a list of numbers or a matrix (a list of rows)."""
 
 
-def _param_error(param: str | None, message: str, value: object = None) -> PydanticCustomError:
+def _param_error(
+    param: str | None, message: str, value: object = None, *, missing: bool = False
+) -> PydanticCustomError:
     return PydanticCustomError(
         PROCESS_PARAM_ERROR,
         "{message}",
-        {"param": param or "", "message": message.rstrip("."), "value": repr(value)},
+        {
+            "param": param or "",
+            "message": message.rstrip("."),
+            "value": repr(value),
+            "state": "is missing" if missing else "is invalid",
+        },
     )
 
 
@@ -97,10 +104,11 @@ def check_process_params(preset: str, params: dict) -> None:
     missing = [n for n in names if signature[n].default is inspect.Parameter.empty]
     missing = [n for n in missing if n not in params]
     if missing:
+        names_ = " and ".join([", ".join(missing[:-1]), missing[-1]] if missing[:-1] else missing)
         raise _param_error(
             missing[0],
-            f"preset {preset!r} needs {', '.join(missing)} in process.params "
-            f"(see docs/processes.md)",
+            f"preset {preset!r} needs {names_} in process.params (see docs/processes.md)",
+            missing=True,
         )
     try:
         get_process(preset, **params)
@@ -344,7 +352,7 @@ def format_validation_error(exc: ValidationError) -> str:
             message = ctx.get("message", msg)
             shown = param and ctx.get("value") != "None" and "got" not in message
             got = f" (got {ctx['value']})" if shown else ""
-            parts.append(f"config field '{where}' is invalid: {message}{got}")
+            parts.append(f"config field '{where}' {ctx.get('state', 'is invalid')}: {message}{got}")
             continue
         got = err.get("input")
         parts.append(f"config field '{field}' is invalid: {msg} (got {got!r})")
