@@ -113,7 +113,8 @@ class TrainedRun:
         `samples` is a `Samples`, a tensor of data-space samples, an .npz with ``x``, or None
         (then ``num`` samples, default 2000, are drawn with `sample`'s defaults or the given
         `sampler`/`steps`/`grid`). ``options``: ``nll``, ``nll_num``, ``nll_tol``,
-        ``inception``, ``cache`` of `evaluate_model`."""
+        ``fid`` (Inception FID/KID/precision/recall with the ``phasediff[fid]`` extra),
+        ``fid_num``, ``inception``, ``cache``, ``progress`` of `evaluate_model`."""
         from phasediff.evaluation.report import evaluate_model
 
         out_dir = Path(out) if out is not None else self._run_dir / "eval"

@@ -560,9 +560,21 @@ def eval_command(
     steps: Annotated[int, typer.Option(help="Sampler steps (≥ 1).")] = 50,
     grid: Annotated[str | None, typer.Option(help=grid_help())] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler and the held-out sets.")] = 0,
+    fid: Annotated[
+        bool,
+        typer.Option(
+            "--fid",
+            help="Inception FID, KID, precision/recall (images) with the network of the "
+            "phasediff[fid] extra.",
+        ),
+    ] = False,
+    fid_num: Annotated[
+        int | None,
+        typer.Option(help="Held-out images of --fid/--inception (default: the dataset's set)."),
+    ] = None,
     inception: Annotated[
         Path | None,
-        typer.Option(help="TorchScript inception-2015-12-05.pt: adds Inception FID (images)."),
+        typer.Option(help="TorchScript inception-2015-12-05.pt: the --fid metrics with it."),
     ] = None,
     nll: Annotated[
         bool, typer.Option("--nll", help="Also the held-out NLL (bits/dim for images).")
@@ -576,8 +588,9 @@ def eval_command(
     ] = True,
 ) -> None:
     """Evaluate a run: toys get W2 (exact, sliced), MMD, energy and mode metrics, digits the
-    digits Fréchet distance, each with its noise floor; writes OUT/metrics.json and
-    OUT/samples.png (samples vs held-out data). See docs/evaluation.md."""
+    digits Fréchet distance, images with --fid Inception FID, KID, precision and recall, each
+    with its noise floor; writes OUT/metrics.json and OUT/samples.png (samples vs held-out
+    data). See docs/evaluation.md."""
     from phasediff.bench.runs import evaluate_run
 
     try:
@@ -593,6 +606,8 @@ def eval_command(
             grid=grid or "uniform",  # unused with --samples
             seed=seed,
             inception=inception,
+            fid=fid,
+            fid_num=fid_num,
             nll=nll,
             nll_num=nll_num,
             nll_tol=nll_tol,
@@ -606,10 +621,21 @@ def eval_command(
     headline = {
         k: metrics["toy"][k] for k in ("sliced_w2", "mode_tvd") if k in metrics.get("toy", {})
     }
-    headline.update({k: metrics[k] for k in ("digits_fd", "inception_fid") if k in metrics})
+    keys = ("digits_fd", "inception_fid", "inception_kid", "inception_precision_recall")
+    headline.update({k: metrics[k] for k in keys if k in metrics})
     if "nll" in report:
         headline["nll"] = report["nll"]
     typer.echo(json.dumps(headline))
+    if "inception_fid" in metrics:
+        fd, kd, pr = (metrics[k] for k in keys[1:])
+        typer.echo(
+            f"Inception FID {fd['value']:.4g} (floor {fd['floor']:.4g}), "
+            f"KID {kd['value']:.3g} ± {kd['se']:.2g} (floor {kd['floor']:.3g} ± "
+            f"{kd['floor_se']:.2g}), precision {pr['precision']['value']:.3f} (floor "
+            f"{pr['precision']['floor']:.3f}), recall {pr['recall']['value']:.3f} (floor "
+            f"{pr['recall']['floor']:.3f}), {metrics['inception_network']['num_held_out']} "
+            "held-out images"
+        )
     typer.echo(f"wrote {report['out']}/metrics.json and {report['out']}/samples.png")
 
 

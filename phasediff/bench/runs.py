@@ -37,6 +37,8 @@ def evaluate_run(
     grid: str | None = None,
     seed: int = 0,
     inception: str | Path | None = None,
+    fid: bool = False,
+    fid_num: int | None = None,
     nll: bool = False,
     nll_num: int = 256,
     nll_tol: float = 1e-5,
@@ -52,13 +54,21 @@ def evaluate_run(
     Samples come from ``samples`` (an .npz with ``x``; the first ``num`` are used) or are drawn
     with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000, ``grid=None`` is the
     sampler's default grid). ``nll`` adds the held-out
-    NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``). ``progress`` shows the
-    sampler's tqdm bar.
+    NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``). ``fid``/``fid_num``/
+    ``inception``: the Inception metrics (``evaluate_samples``). ``progress`` shows the
+    sampler's and the feature pass's tqdm bars.
     """
     from phasediff.training import load_trained
 
     check_eval_options(
-        num=num, steps=steps, nll=nll, nll_num=nll_num, nll_tol=nll_tol, inception=inception
+        num=num,
+        steps=steps,
+        nll=nll,
+        nll_num=nll_num,
+        nll_tol=nll_tol,
+        inception=inception,
+        fid=fid,
+        fid_num=fid_num,
     )
     run = Path(run)
     if not run.exists():
@@ -77,6 +87,8 @@ def evaluate_run(
         grid=grid,
         seed=seed,
         inception=inception,
+        fid=fid,
+        fid_num=fid_num,
         nll=nll,
         nll_num=nll_num,
         nll_tol=nll_tol,

@@ -4,7 +4,8 @@
 * ``evaluate_samples(samples, data)``: vector data → every metric of ``evaluate_toy`` with its
   noise floor (mode-resolved metrics when the dataset has mode centres); images with a
   feature extractor (digits) → its Fréchet distance with its floor (and the classifier's
-  accuracy); images with ``inception=PATH`` → Inception FID with its floor.
+  accuracy); images with ``fid=True`` (the network of the ``phasediff[fid]`` extra) or
+  ``inception=PATH`` → Inception FID, KID and precision/recall, each with its floor.
 * ``evaluate_likelihood(model, process, data)``: NLL (bound) of held-out data through the
   PF-ODE; images in bits/dim after uniform dequantisation on their grid.
 * ``evaluate_model(model, process, data, out=DIR)``: sample a loaded model (or read
@@ -85,7 +86,10 @@ def evaluate_samples(
     *,
     seed: int = 0,
     inception: str | Path | None = None,
+    fid: bool = False,
+    fid_num: int | None = None,
     cache: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Quality of ``samples`` (N, *data_shape) against held-out data of ``data``, with floors.
 
@@ -94,7 +98,12 @@ def evaluate_samples(
     thin_rolls, 8gaussians). Images with ``data.features`` (digits): ``<name>_fd`` =
     ``fd_with_floor`` of those features against ``reference_size(data)`` held-out images
     (digits: all 297), plus the extractor's facts (the classifier accuracy).
-    ``inception``: Inception FID the same way (any image data).
+    ``fid`` (the TorchScript Inception-v3 of the ``phasediff[fid]`` extra) or ``inception``
+    (a path to ``inception-2015-12-05.pt``; it wins over ``fid``): ``fid.image_metrics`` on
+    2048-d Inception features, any image data: ``inception_fid``, ``inception_kid`` (± SE),
+    ``inception_precision_recall``, each with its floor, against ``fid_num`` held-out images
+    (default ``reference_size(data)``), plus ``inception_network`` (which file, which input
+    convention). ``progress`` shows the feature pass's tqdm bar.
     """
     samples = _check_samples(samples, data)
     out: dict[str, Any] = {"dataset": data.name, "num_samples": int(samples.shape[0])}
@@ -107,25 +116,43 @@ def evaluate_samples(
             samples.to(torch.float64), held_out, centers=data.mode_centers, seed=seed
         )
         return out
-    if data.features is None and inception is None:
+    inception_metrics = fid or inception is not None
+    if data.features is None and not inception_metrics:
         raise ValueError(
             f"no image metric applies to dataset {data.name!r} without an Inception network; "
-            "pass --inception PATH to inception-2015-12-05.pt."
+            "pass --fid (pip install 'phasediff[fid]') or --inception PATH to "
+            "inception-2015-12-05.pt."
         )
-    from phasediff.evaluation import fid
+    from phasediff.evaluation import fid as fd
 
+    if inception_metrics:  # fail before the digits pass when the network is missing
+        network = fd.fid_network(inception)
     reference = data.held_out(reference_size(data), seed=seed)
     if data.features is not None:
         key, extract, info = _feature_extractor(data.features)
         features = extract(samples, cache=cache)
         ref_features = extract(reference, cache=cache)
         facts = info(cache) if info is not None else {}
-        out[key] = fid.fd_with_floor(features, ref_features, seed=seed)
+        out[key] = fd.fd_with_floor(features, ref_features, seed=seed)
         out.update(facts)
-    if inception is not None:
-        feats = fid.inception_features(samples, inception)
-        ref = fid.inception_features(reference, inception)
-        out["inception_fid"] = fid.fd_with_floor(feats, ref, seed=seed)
+    if inception_metrics:
+        if fid_num is not None:
+            reference = data.held_out(fid_num, seed=seed)
+        feats = fd.network_features(
+            samples, network, progress=progress, desc="Inception features (samples)"
+        )
+        ref = fd.network_features(
+            reference, network, progress=progress, desc="Inception features (held-out)"
+        )
+        metrics = fd.image_metrics(feats, ref, seed=seed)
+        out["inception_fid"] = metrics["fid"]
+        out["inception_kid"] = metrics["kid"]
+        out["inception_precision_recall"] = metrics["precision_recall"]
+        out["inception_network"] = {
+            "file": network.source,
+            "convention": network.convention.name,
+            "num_held_out": int(reference.shape[0]),
+        }
     return out
 
 
@@ -252,6 +279,8 @@ def check_eval_options(
     nll_num: int = 256,
     nll_tol: float = 1e-5,
     inception: str | Path | None = None,
+    fid: bool = False,
+    fid_num: int | None = None,
 ) -> None:
     """The checks of ``phasediff eval``'s options, before anything is loaded or drawn."""
     if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 2):
@@ -266,6 +295,14 @@ def check_eval_options(
         from phasediff.evaluation.fid import _missing_inception
 
         raise ValueError(_missing_inception(inception))
+    if fid_num is not None and (
+        isinstance(fid_num, bool) or not isinstance(fid_num, int) or fid_num < 8
+    ):
+        raise ValueError(f"--fid-num must be an integer ≥ 8, got {fid_num!r}.")
+    if fid and inception is None:
+        from phasediff.evaluation.fid import packaged_inception_path
+
+        packaged_inception_path()  # the one sentence naming the extra when it is missing
 
 
 def evaluate_model(
@@ -281,6 +318,8 @@ def evaluate_model(
     grid: str | None = None,
     seed: int = 0,
     inception: str | Path | None = None,
+    fid: bool = False,
+    fid_num: int | None = None,
     nll: bool = False,
     nll_num: int = 256,
     nll_tol: float = 1e-5,
@@ -296,13 +335,21 @@ def evaluate_model(
     ``sampler``/``steps``/``grid`` (``num`` defaults to 2000; ``grid=None`` is the sampler's
     default grid). Distances are computed in the model's units (standardised, if so). ``nll``
     adds the held-out NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
-    ``progress`` shows the sampler's tqdm bar.
+    ``fid``/``fid_num``/``inception``: the Inception metrics of `evaluate_samples`.
+    ``progress`` shows the sampler's and the feature pass's tqdm bars.
     """
     from phasediff.evaluation.figures import compare_samples
     from phasediff.samplers.registry import resolve
 
     check_eval_options(
-        num=num, steps=steps, nll=nll, nll_num=nll_num, nll_tol=nll_tol, inception=inception
+        num=num,
+        steps=steps,
+        nll=nll,
+        nll_num=nll_num,
+        nll_tol=nll_tol,
+        inception=inception,
+        fid=fid,
+        fid_num=fid_num,
     )
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -342,7 +389,16 @@ def evaluate_model(
             "seconds": round(time.perf_counter() - t0, 2),
             "seed": seed,
         }
-    report["metrics"] = evaluate_samples(x, data, seed=seed, inception=inception, cache=cache)
+    report["metrics"] = evaluate_samples(
+        x,
+        data,
+        seed=seed,
+        inception=inception,
+        fid=fid,
+        fid_num=fid_num,
+        cache=cache,
+        progress=progress,
+    )
     if nll:
         report["nll"] = evaluate_likelihood(
             model, process, data, num=nll_num, seed=seed, rtol=nll_tol, atol=nll_tol
