@@ -22,7 +22,10 @@ from typer.testing import CliRunner
 from phasediff.data import get_data, load_digits
 from phasediff.evaluation import fid
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated"),
+    pytest.mark.filterwarnings("ignore:Tight layout not applied"),  # samples.png of 6 digits
+]
 
 N_REAL, N_SAMPLES = 12, 6
 
@@ -395,3 +398,17 @@ def test_eval_fid_prints_fid_kid_precision_recall_with_floors(
     assert 0 <= pr["precision"]["value"] <= 1 and 0 <= pr["recall"]["floor"] <= 1
     fd = metrics["inception_fid"]
     assert fd["value"] > 0 and fd["floor"] > 0 and fd["n_per_set"] == N_REAL // 2
+
+
+def test_trained_run_evaluate_passes_fid_through(
+    packaged, images, digits_run, tmp_path, monkeypatch
+) -> None:
+    import phasediff
+
+    key = f"{packaged['path'].resolve()}@cpu"
+    monkeypatch.setitem(fid._INCEPTION_MEMO, key, packaged["memo"])
+    run = phasediff.load(digits_run)
+    report = run.evaluate(images["samples"], fid=True, fid_num=N_REAL, out=tmp_path / "e")
+    metrics = report["metrics"]
+    assert metrics["inception_network"]["num_held_out"] == N_REAL
+    assert {"inception_fid", "inception_kid", "inception_precision_recall"} <= set(metrics)
