@@ -171,9 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         "ratio below comes from one run on one machine. Re-run it after touching a hot path.",
         "",
         "The harness is the package `phasediff/bench/`: one `Suite` object per `phasediff "
-        "bench SUITE` (toy, digits, mixing, samplers-overhead) in its registry, with training "
-        "reuse, scoring, Markdown blocks, rendering and plots in their own modules. Each block "
-        "between `<!-- bench:NAME -->` markers below is written by `phasediff bench NAME` or by "
+        "bench SUITE` (toy, digits, mixing, samplers-overhead, mild) in its registry, with "
+        "training reuse, scoring, Markdown blocks, rendering and plots in their own modules. "
+        "Each block between `<!-- bench:NAME -->` markers below is written by `phasediff bench "
+        "NAME` or by "
         "a bench/ script through the same package (`phasediff.bench.write_block`), and `make "
         "bench` keeps those blocks when it regenerates the rest of this file.",
         "",

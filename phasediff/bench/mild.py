@@ -330,8 +330,10 @@ def _render(results: dict[str, Any], image: str) -> str:
         "",
         "Layout of the MILD poster (seed 002, Table 1): L noise levels σ_1 > … > σ_L, geometric "
         "from the prior's σ "
-        + ", ".join(f"{fmt_float(info[k]['sigma_max'])}" for k in info)
-        + f" to σ_L = {fmt_float(next(iter(info.values()))['sigma_min']) if info else '?'}, "
+        + "/".join(dict.fromkeys(fmt_float(m["sigma_max"]) for m in info.values()))
+        + " to σ_L = "
+        + "/".join(dict.fromkeys(fmt_float(m["sigma_min"]) for m in info.values()))
+        + ", "
         f"T steps per level with α_i = ε σ_i²/σ_L², ε = {s['eps']:g}, and the final denoising "
         "step: NFE = L·T + 1, the same for the three samplers of a row (docs/mild.md). "
         + "; ".join(f"{v['label']}" for v in variants.values())
