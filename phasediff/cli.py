@@ -211,17 +211,27 @@ def sample_command(
         Path, typer.Argument(help="Run directory (newest valid checkpoint) or checkpoint JSON.")
     ],
     sampler: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help=f"{sampler_help()} Noise-conditional, VE runs only: annealed_langevin (ALD), "
-            "mild (MILD); they use --levels and --steps-per-level, not --steps or --grid "
-            "(docs/mild.md)."
+            help="Default: the model's recommended sampler (lie_trotter for ε/score models, "
+            f"hgf_heun for velocity models). {sampler_help()} Noise-conditional, VE runs only: "
+            "annealed_langevin (ALD), mild (MILD); they use --levels and --steps-per-level, not "
+            "--steps or --grid (docs/mild.md)."
         ),
-    ] = "lie_trotter",
-    steps: Annotated[int, typer.Option(help="Number of sampler steps (≥ 1).")] = 50,
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Number of sampler steps (≥ 1); default 50 (20 for the hgf_heun default)."
+        ),
+    ] = None,
     num: Annotated[int, typer.Option(help="Number of samples (≥ 1).")] = 2000,
     out: Annotated[
-        Path, typer.Option(help="Output .npz (x, nfe[, trajectory, times]); a PNG goes beside it.")
+        Path,
+        typer.Option(
+            help="Output .npz (x, nfe[, trajectory, times]), x in the data's own units (a "
+            "standardised points run is mapped back); a PNG goes beside it."
+        ),
     ] = Path("samples.npz"),
     seed: Annotated[int, typer.Option(help="Seed of the sampler's generator.")] = 0,
     grid: Annotated[str | None, typer.Option(help=grid_help())] = None,
@@ -317,21 +327,29 @@ def sample_command(
     import torch
 
     from phasediff.data.sanity import check_samples, run_data_range
-    from phasediff.samplers.registry import get_sampler, resolve
+    from phasediff.samplers.registry import get_sampler, recommended_sampler, resolve
     from phasediff.training import load_trained
     from phasediff.training.plots import save_samples
 
     try:
         conditional = (inpaint_mask, known, guidance_class, classifier) != (None,) * 4
-        fn = _langevin_sampler(
-            sampler, levels, steps_per_level, eps, gamma, consistent_noise, grid, conditional
-        ) or get_sampler(sampler)
+        if sampler is not None:
+            fn = _langevin_sampler(
+                sampler, levels, steps_per_level, eps, gamma, consistent_noise, grid, conditional
+            ) or get_sampler(sampler)
         _check_grid(grid)
-        if steps < 1 or num < 1:
-            raise ValueError(f"--steps and --num must be ≥ 1, got steps={steps}, num={num}.")
+        if steps is not None and steps < 1:
+            raise ValueError(f"--steps must be ≥ 1, got {steps}.")
+        if num < 1:
+            raise ValueError(f"--num must be ≥ 1, got {num}.")
         if out.suffix != ".npz":
             raise ValueError(f"--out must end in .npz, got {str(out)!r}.")
         model, process, _, data = load_trained(checkpoint, ema=ema, allow_pickle=allow_pickle)
+        if sampler is None:  # the registry's recommendation for this model (TrainedRun.sample)
+            sampler, default_steps = recommended_sampler(model)
+            fn = get_sampler(sampler)
+            steps = default_steps if steps is None else steps
+        steps = 50 if steps is None else steps
         if compile_network:  # attributes (parameterization, …) stay visible through the wrapper
             model = torch.compile(model)
         gen = torch.Generator().manual_seed(seed)
@@ -373,6 +391,8 @@ def sample_command(
             )
         data_range, source = run_data_range(checkpoint, data.data)  # the model's units
         check = check_samples(res.x, data_range, source=source)
+        if data.standardization is not None:  # back to the units of the user's file
+            res.x = data.standardization.decode(res.x)
         rows = check.ok if drop_bad else slice(None)
         out.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"x": res.x[rows].numpy(), "nfe": np.array(res.nfe), "times": res.times.numpy()}
@@ -390,17 +410,21 @@ def sample_command(
             typer.echo(f"warning: {check.message(dropped if drop_bad else kept)}", err=True)
         shown = check.ok if bool(check.ok.any()) else check.finite  # the sane ones, if any
         if bool(shown.any()):
+            reference = data.held_out(min(num, 5000)) if data.kind == "vector" else None
+            if reference is not None and data.standardization is not None:
+                reference = data.standardization.decode(reference)
             save_samples(
                 res.x[shown],
                 out.with_suffix(".png"),
-                reference=data.held_out(min(num, 5000)) if data.kind == "vector" else None,
+                reference=reference,
                 title=f"{sampler} {steps} steps",
             )
     except ValueError as exc:
         _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write output ({exc.strerror}: {exc.filename}); choose a writable --out.")
-    report = {"out": str(out), "nfe": res.nfe, "num": num, "grid": grid}
+    report = {"out": str(out), "sampler": sampler, "steps": steps, "nfe": res.nfe, "num": num}
+    report["grid"] = grid
     report.update(non_finite=check.non_finite, far=check.far)
     if drop_bad:
         report["written"] = num - check.bad

@@ -3,6 +3,7 @@ example executed as written (on a shortened config)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -129,6 +130,15 @@ def test_velocity_runs_default_to_hgf_heun(tmp_path):
         run.model, run.process, (32, 2), 20, generator=torch.Generator().manual_seed(0)
     )
     torch.testing.assert_close(s.x, direct.x, rtol=0, atol=0)
+    # the CLI without --sampler/--steps makes the same choice
+    out = tmp_path / "s.npz"
+    result = CliRunner().invoke(
+        app, ["sample", str(tmp_path / "v"), "--num", "32", "--out", str(out), "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line["sampler"] == "hgf_heun" and line["steps"] == 20
+    np.testing.assert_array_equal(np.load(out)["x"], s.x.numpy())
 
 
 def test_readme_example_runs_as_written(tmp_path, monkeypatch):

@@ -127,6 +127,12 @@ def test_standardisation_is_recorded_and_undone_at_sampling(tmp_path):
     s = run.sample(500, steps=4)
     # samples come back in the file's units: centred near 100, not near 0 (≥ 10 σ apart)
     assert abs(float(s.x.mean()) - 100.0) < 10.0, float(s.x.mean())
+    # the CLI writes the same samples, in the same units
+    result = CliRunner().invoke(
+        app, ["sample", str(out), "--steps", "4", "--num", "500", "--out", str(tmp_path / "s.npz")]
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["x"], s.x.numpy())
     # a changed file does not change the mapping: the run's numbers are used on load
     np.save(tmp_path / "x.npy", 2 * x)
     assert torch.equal(phasediff.load(out).data.standardization.mean, run.data.standardization.mean)

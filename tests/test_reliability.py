@@ -839,8 +839,8 @@ CLI_CASES = [
     ),
     ("pickle junk", ["sample", "{junk}", "--allow-pickle"], 2, r"torch.load\(weights_only=True\)"),
     # --- sample: options (sampler/steps/out/grid: tests/test_cli_sample.py)
-    ("num zero", ["sample", "{run}", "--num", "0"], 2, r"must be ≥ 1, got steps=50, num=0"),
-    ("steps negative", ["sample", "{run}", "--steps", "-3"], 2, r"must be ≥ 1, got steps=-3"),
+    ("num zero", ["sample", "{run}", "--num", "0"], 2, r"--num must be ≥ 1, got 0"),
+    ("steps negative", ["sample", "{run}", "--steps", "-3"], 2, r"--steps must be ≥ 1, got -3"),
     (
         "steps text",
         ["sample", "{run}", "--steps", "abc"],
@@ -933,7 +933,17 @@ def test_sample_accepts_an_allowed_pickle(run_dir, tmp_path, monkeypatch, capsys
     path = tmp_path / "model.pt"
     torch.save({"config": meta["config"], "model": ckpt.split_prefix(tensors, "model")}, path)
     out = tmp_path / "s.npz"
-    argv = ["sample", str(path), "--allow-pickle", "--no-ema", "--num", "8", "--steps", "2"]
+    argv = [
+        "sample",
+        str(path),
+        "--allow-pickle",
+        "--no-ema",
+        "--num",
+        "8",
+        "--steps",
+        "2",
+        "--no-progress",
+    ]
     code, text = run_main([*argv, "--out", str(out)], monkeypatch, capsys)
     assert code == 0, text
     assert json.loads(text.strip().splitlines()[-1])["num"] == 8 and out.exists()
