@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from phasediff.data.source import DataSource
+from phasediff.data.source import DataSource, held_out_rows
 
 __all__ = ["POINTS_SUFFIXES", "PointsStandardization", "load_points", "points_source"]
 
@@ -190,12 +190,6 @@ def points_source(
         train, held = standardization.encode(train), standardization.encode(held)
     train, held = train.float(), held.float()
 
-    def held_out(count: int, held_out_seed: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(held_out_seed)
-        if count <= n_held:
-            index = torch.randperm(n_held, generator=generator)[:count]
-        else:
-            index = torch.randint(0, n_held, (count,), generator=generator)
-        return held[index]
-
-    return DataSource("points", train, "vector", held_out, standardization=standardization)
+    return DataSource(
+        "points", train, "vector", held_out_rows(held), standardization=standardization
+    )

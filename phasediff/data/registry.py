@@ -14,7 +14,7 @@ import torch
 from phasediff.data.digits import N_TEST, load_digits
 from phasediff.data.images import image_source, with_hflip
 from phasediff.data.points import points_source
-from phasediff.data.source import SEED_RANGE, DataSource
+from phasediff.data.source import SEED_RANGE, DataSource, held_out_rows
 from phasediff.data.toys import (
     EIGHT_GAUSSIANS_RADIUS,
     MULTI_SWISS_ROLL_CENTERS,
@@ -71,14 +71,7 @@ def _digits_source(seed: int) -> DataSource:
     train_images, train_labels = load_digits("train", seed=seed)
     test_images, _ = load_digits("test", seed=seed)
 
-    def held_out(n: int, held_out_seed: int) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(held_out_seed)
-        if n <= N_TEST:
-            index = torch.randperm(N_TEST, generator=generator)[:n]
-        else:
-            index = torch.randint(0, N_TEST, (n,), generator=generator)
-        return test_images[index]
-
+    held_out = held_out_rows(test_images)
     # evaluation: the digits classifier's features, against the whole held-out split
     return DataSource(
         "digits",

@@ -8,7 +8,7 @@ import torch
 
 from phasediff.data.toys import check_count, check_seed
 
-__all__ = ["SEED_RANGE", "DataSource"]
+__all__ = ["SEED_RANGE", "DataSource", "held_out_rows"]
 
 KINDS = ("vector", "image")
 
@@ -108,3 +108,20 @@ class DataSource:
         n = check_count(n, "n")
         seed = check_seed(seed, "seed", SEED_RANGE)
         return self._held_out_sampler(n, seed)
+
+
+def held_out_rows(rows: torch.Tensor) -> Callable[[int, int], torch.Tensor]:
+    """The held-out sampler of a fixed held-out split `rows`: ``n`` rows drawn with the
+    generator seeded by the seed, without replacement when ``n ≤ len(rows)``, with
+    replacement otherwise (digits' test split, the held-out rows of a points file)."""
+    size = rows.shape[0]
+
+    def held_out(n: int, seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        if n <= size:
+            index = torch.randperm(size, generator=generator)[:n]
+        else:
+            index = torch.randint(0, size, (n,), generator=generator)
+        return rows[index]
+
+    return held_out
