@@ -24,8 +24,11 @@ lint: setup
 	$(VENV)/bin/ruff check phasediff tests bench
 	$(VENV)/bin/ruff format --check phasediff tests bench
 
+# One pytest worker per core (pytest-xdist; tests/conftest.py gives each worker one torch thread);
+# modules stay whole on one worker, so their shared fixtures are built once.
+TEST_WORKERS ?= auto
 test: setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 demo: setup
 	$(VENV)/bin/phasediff analyze mixing --out demo/mixing.png

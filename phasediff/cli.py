@@ -549,6 +549,7 @@ def demo_command(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo"),
     steps: Annotated[int, typer.Option(help="Training steps for toy_hold (≥ 1).")] = 30_000,
     sampler_steps: Annotated[int, typer.Option(help="Lie–Trotter steps.")] = 50,
+    num: Annotated[int, typer.Option(help="Samples drawn and evaluated (≥ 2).")] = 20_000,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train HOLD on the multi-Swiss-roll, sample with Lie–Trotter, write demo/samples.png,
@@ -558,7 +559,9 @@ def demo_command(
     try:
         if steps < 1 or sampler_steps < 1:
             raise ValueError("--steps and --sampler-steps must be ≥ 1.")
-        report = run_demo(out, steps=steps, sampler_steps=sampler_steps, progress=progress)
+        if num < 2:
+            raise ValueError(f"--num must be ≥ 2, got {num}.")
+        report = run_demo(out, steps=steps, sampler_steps=sampler_steps, num=num, progress=progress)
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(json.dumps({k: report[k] for k in ("nfe", "train_seconds", "sample_seconds")}))

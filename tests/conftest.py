@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from phasediff import processes as P
 
-torch.set_num_threads(2)  # CI has 2 cores; keep timings comparable everywhere
+# CI has 2 cores. One pytest process uses both; under pytest-xdist (`make test` runs one worker
+# per core) each worker gets one thread, so the workers do not fight over the cores.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 def engine_processes() -> dict[str, P.LinearProcess]:

@@ -246,7 +246,7 @@ def test_overhead_table_formats_rows() -> None:
 
 def test_every_suite_is_one_registered_suite_object() -> None:
     """The CLI's suites, the docs blocks and the result files all come from the registry."""
-    assert B.SUITES == ("toy", "digits", "mixing", "samplers-overhead")
+    assert B.SUITES == ("toy", "digits", "mixing", "samplers-overhead", "mild")
     for name in B.SUITES:
         suite = B.get_suite(name)
         assert isinstance(suite, B.Suite) and suite.name == name and B.REGISTRY[name] is suite

@@ -60,7 +60,18 @@ def test_sample_missing_checkpoint(tmp_path):
 def test_demo_with_a_tiny_budget(tmp_path):
     res = CliRunner().invoke(
         app,
-        ["demo", "--out", str(tmp_path), "--steps", "30", "--sampler-steps", "5", "--no-progress"],
+        [
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "30",
+            "--sampler-steps",
+            "5",
+            "--num",
+            "2000",
+            "--no-progress",
+        ],
     )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "metrics.json").read_text())
