@@ -11,7 +11,18 @@ from phasediff import processes as P
 
 # CI has 2 cores. One pytest process uses both; under pytest-xdist (`make test` runs one worker
 # per core) each worker gets one thread, so the workers do not fight over the cores.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_thread_count():
+    """A test that trains sets torch's thread count from its config (train.threads = 2 in
+    the toy configs); put it back, or every later test in this worker oversubscribes the cores
+    (measured: a 4-s sampler test took 54 s behind such a test under pytest-xdist)."""
+    yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 def engine_processes() -> dict[str, P.LinearProcess]:
