@@ -107,6 +107,16 @@ def _as_features(features: object, name: str) -> np.ndarray:
     return f
 
 
+def _feature_pair(
+    a: object, b: object, name_a: str, name_b: str, what: str = "the two feature sets"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature arrays checked (`_as_features`) and of the same width."""
+    fa, fb = _as_features(a, name_a), _as_features(b, name_b)
+    if fa.shape[1] != fb.shape[1]:
+        raise ValueError(f"{what} must have the same width, got {fa.shape[1]} and {fb.shape[1]}.")
+    return fa, fb
+
+
 def frechet_distance(
     mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
 ) -> float:
@@ -158,12 +168,7 @@ def fd_between(features_a: np.ndarray, features_b: np.ndarray) -> float:
     tr(Σ_aΣ_b)^{1/2} is the sum of their square roots (an n_a × n_a ``eigvalsh`` instead of
     an f × f ``sqrtm``, which takes minutes at f = 2048 on 2 cores).
     """
-    a = _as_features(features_a, "features_a")
-    b = _as_features(features_b, "features_b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(
-            f"the two feature sets must have the same width, got {a.shape[1]} and {b.shape[1]}."
-        )
+    a, b = _feature_pair(features_a, features_b, "features_a", "features_b")
     na, nb, f = a.shape[0], b.shape[0], a.shape[1]
     if na + nb - 2 >= f:
         return frechet_distance(*feature_statistics(a), *feature_statistics(b))
@@ -193,13 +198,13 @@ def fd_with_floor(
     floor_r = FD(B, A). Returns means over r: {"value", "floor", "ratio", "n_per_set",
     "splits"}; ratio ≈ 1 for a sampler of the data law, ≫ 1 for a poor one.
     """
-    s = _as_features(sample_features, "sample_features")
-    h = _as_features(held_out_features, "held_out_features")
-    if s.shape[1] != h.shape[1]:
-        raise ValueError(
-            f"sample and held-out features must have the same width, got {s.shape[1]} "
-            f"and {h.shape[1]}."
-        )
+    s, h = _feature_pair(
+        sample_features,
+        held_out_features,
+        "sample_features",
+        "held_out_features",
+        "sample and held-out features",
+    )
     splits = check_int(splits, "splits")
     m = h.shape[0]
     if m < 4:
@@ -661,12 +666,7 @@ def kid(features_x: np.ndarray, features_y: np.ndarray) -> dict[str, float]:
 
     Returns {"value", "se"}; the value can be slightly negative when the laws agree.
     """
-    x = _as_features(features_x, "features_x")
-    y = _as_features(features_y, "features_y")
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"the two feature sets must have the same width, got {x.shape[1]} and {y.shape[1]}."
-        )
+    x, y = _feature_pair(features_x, features_y, "features_x", "features_y")
     n, m = x.shape[0], y.shape[0]
     if n < 3 or m < 3:
         raise ValueError(f"KID needs at least 3 images per set, got {n} and {m}.")
@@ -735,13 +735,13 @@ def kid_with_floor(
 
 
 def _paired_features(sample_features, held_out_features) -> tuple[np.ndarray, np.ndarray]:
-    s = _as_features(sample_features, "sample_features")
-    h = _as_features(held_out_features, "held_out_features")
-    if s.shape[1] != h.shape[1]:
-        raise ValueError(
-            f"sample and held-out features must have the same width, got {s.shape[1]} "
-            f"and {h.shape[1]}."
-        )
+    s, h = _feature_pair(
+        sample_features,
+        held_out_features,
+        "sample_features",
+        "held_out_features",
+        "sample and held-out features",
+    )
     return s, h
 
 
@@ -773,13 +773,7 @@ def precision_recall(
     real manifold (|s − r| ≤ radius_r for some real r); recall = fraction of real points
     inside the samples' manifold. Returns {"precision", "recall"}.
     """
-    real = _as_features(real_features, "real_features")
-    fake = _as_features(sample_features, "sample_features")
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(
-            f"the two feature sets must have the same width, got {real.shape[1]} and "
-            f"{fake.shape[1]}."
-        )
+    real, fake = _feature_pair(real_features, sample_features, "real_features", "sample_features")
     k = check_int(k, "k")
     if k < 1 or min(real.shape[0], fake.shape[0]) <= k:
         raise ValueError(
