@@ -7,9 +7,13 @@
 
 Each variant is `name:key=value,key=value` (config overrides, as `phasediff train --set`);
 every variant trains the same number of steps from the same seed (equal wall time up to the
-preconditioner's k×k coefficients, whose cost is reported), then every (sampler, NFE) of
---plan draws --num samples, counted as blown when non-finite or beyond --bound in any
-coordinate, and scored as ratios to the noise floor (plain and mode-resolved sliced W2).
+preconditioner's k×k coefficients, whose cost is reported), or, with --minutes M, for the same
+M minutes of wall time (train.time_limit; --steps is then only a cap). Then every (sampler,
+NFE) of --plan, with each last step of --final ("integrate": the sampler's own step to t_min;
+"denoise": the denoiser jump, x̂₀ projected onto the training data's range;
+phasediff/samplers/final.py), draws --num samples, counted as blown when non-finite or beyond
+--bound in any coordinate, and scored as ratios to the noise floor (plain and mode-resolved
+sliced W2). --run DIR (repeatable) scores existing runs instead of training.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -34,8 +39,12 @@ def _variant(text: str) -> tuple[str, list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--run", action="append", default=[], help="score this run, no training")
     parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--minutes", type=float, default=0.0, help="equal wall-time budget")
+    parser.add_argument("--final", default="integrate,denoise")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--plan", default=DEFAULT_PLAN)
     parser.add_argument("--num", type=int, default=5000)
@@ -46,43 +55,64 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="override for every variant")
     args = parser.parse_args()
 
+    from phasediff.data.sanity import run_data_range
     from phasediff.evaluation import evaluate_toy
     from phasediff.samplers import SAMPLERS
     from phasediff.training import load_config, load_trained, train
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     plan = []  # name:steps[:grid]
     for item in args.plan.split(","):
         name, steps, *grid = item.split(":")
         plan.append((name, int(steps), grid[0] if grid else None))
+    finals = [f for f in args.final.split(",") if f]
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else []
-    for text in args.variant or ["base"]:
-        name, overrides = _variant(text)
-        run = Path(args.runs) / f"{Path(args.config).stem}_{name}_{args.steps}_s{args.seed}"
-        over = [
-            f"train.steps={args.steps}",
-            f"seed={args.seed}",
-            "train.tensorboard=false",
-            "train.ckpt_every=100000",
-            "train.threads=1",
-            *args.set,
-            *overrides,
-        ]
-        config = load_config(args.config, over)
-        t0 = time.perf_counter()
-        has = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("*.json"))
-        train(config, run, resume=has, progress=False)
-        train_s = time.perf_counter() - t0
+    jobs = [("run", str(r), []) for r in args.run]
+    if args.config:
+        jobs += [("train", *_variant(text)) for text in args.variant or ["base"]]
+    for how, name, overrides in jobs:
+        budget = f"{args.minutes:g}min" if args.minutes else str(args.steps)
+        train_s, train_steps = None, None
+        if how == "run":
+            run, config_name = Path(name), name
+            name = run.name
+        else:
+            config_name = args.config
+            run = Path(args.runs) / f"{Path(args.config).stem}_{name}_{budget}_s{args.seed}"
+            over = [
+                f"train.steps={args.steps}",
+                f"seed={args.seed}",
+                "train.tensorboard=false",
+                "train.ckpt_every=100000",
+                f"train.threads={args.threads}",
+                f"train.time_limit={args.minutes}",
+                *args.set,
+                *overrides,
+            ]
+            config = load_config(args.config, over)
+            t0 = time.perf_counter()
+            has = (run / "checkpoints").is_dir() and any((run / "checkpoints").glob("*.json"))
+            if not (has and args.minutes):  # a finished time-budget run is not extended
+                train(config, run, resume=has, progress=False)
+            train_s = time.perf_counter() - t0
         model, process, _, data = load_trained(run)
+        rows = (run / "metrics.csv").read_text().strip().splitlines()
+        train_steps = int(rows[-1].split(",")[0]) if len(rows) > 1 else None
+        train_s = float(rows[-1].split(",")[-2]) if len(rows) > 1 else train_s
+        box, _ = run_data_range(run, data.data)
         centers = data.mode_centers
-        for sampler, steps, grid in plan:
+        for (sampler, steps, grid), final in [(p, f) for p in plan for f in finals]:
             kw = {"grid": grid} if grid else {}
+            if final == "denoise":
+                kw.update(final="denoise", x0_range=(box.low, box.high))
             gen = torch.Generator().manual_seed(args.seed)
             t1 = time.perf_counter()
-            res = SAMPLERS[sampler](
-                model, process, (args.num, *data.data_shape), steps, generator=gen, **kw
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the stability warning: counted below instead
+                res = SAMPLERS[sampler](
+                    model, process, (args.num, *data.data_shape), steps, generator=gen, **kw
+                )
             sample_s = time.perf_counter() - t1
             x = res.x.to(torch.float64)
             ok = torch.isfinite(x).all(1) & (x.abs() <= args.bound).all(1)
@@ -99,15 +129,18 @@ def main() -> None:
                     exact_w2_max_n=0,
                 )
             row = {
-                "config": args.config,
+                "config": config_name,
                 "variant": name,
                 "overrides": overrides + args.set,
-                "train_steps": args.steps,
+                "budget": budget,
+                "train_steps": train_steps,
                 "seed": args.seed,
                 "train_seconds": round(train_s, 1),
                 "sampler": sampler,
                 "steps": steps,
                 "grid": grid or "default",
+                "final": final,
+                "projected": res.projected,
                 "nfe": res.nfe,
                 "blown": blown,
                 "sliced_w2_ratio": metrics["sliced_w2"]["ratio"],
@@ -117,7 +150,7 @@ def main() -> None:
             }
             results.append(row)
             print(
-                f"{name:>12} {sampler:>12}@{steps:<4}{grid or '':>9} nfe={res.nfe:<5} "
+                f"{name:>12} {sampler:>12}@{steps:<4}{grid or '':>9} {final:>9} nfe={res.nfe:<5} "
                 f"blown={blown:<5} "
                 f"sw2={row['sliced_w2_ratio'] or math.nan:.3f} "
                 f"mode={row['mode_sw2_ratio'] or math.nan:.3f}",

@@ -24,7 +24,8 @@ from phasediff.data.sanity import SampleCheck, check_samples, run_data_range
 from phasediff.data.source import DataSource
 from phasediff.processes import LinearProcess
 from phasediff.samplers.base import Samples
-from phasediff.samplers.registry import recommended_sampler, resolve
+from phasediff.samplers.final import final_step_options
+from phasediff.samplers.registry import get_sampler, recommended_sampler, resolve
 from phasediff.training.config import Config
 
 __all__ = ["TrainedRun", "load", "train"]
@@ -50,6 +51,7 @@ class TrainedRun:
         grid: str | torch.Tensor | None = None,
         seed: int | None = 0,
         generator: torch.Generator | None = None,
+        final: str | None = None,
         **options: Any,
     ) -> Samples:
         """``n`` samples with `sampler` (default: `recommended_sampler` of the model, e.g.
@@ -57,8 +59,12 @@ class TrainedRun:
         that sampler) on `grid` (default: the sampler's own). ``x`` is in the data's own units
         (a standardised points run maps it back; ``z`` stays in the model's units). ``seed``
         seeds a fresh generator
-        unless `generator` is given; ``options`` go to the sampler (``progress=True``,
-        ``callback``, ``return_trajectory``, ``corrector``, …; docs/samplers.md). Samples that
+        unless `generator` is given. ``final`` (score models; default "denoise"): the last
+        step jumps to the denoiser x̂₀, projected onto the training data's recorded range
+        (``samples.projected`` counts the coordinates moved); "integrate" keeps the sampler's
+        own last step (docs/samplers.md, "The final step"). ``options`` go to the sampler
+        (``progress=True``, ``callback``, ``return_trajectory``, ``corrector``, …;
+        docs/samplers.md). Samples that
         are not finite or lie far outside the training data's range are counted in
         ``.sanity`` (`check`) and reported by one `SampleWarning`; they are kept."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -72,13 +78,17 @@ class TrainedRun:
             raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}.")
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
-        samples = entry.function(
+        data_range, _ = run_data_range(self.path, self.data.data)
+        samples = get_sampler(entry.name)(  # the entry's own options (ei1c: order 1, corrector)
             self.model,
             self.process,
             (n, *self.data.data_shape),
             steps,
             grid=entry.default_grid if grid is None else grid,
             generator=generator,
+            **final_step_options(
+                final, self.model, (data_range.low, data_range.high), adaptive=entry.adaptive
+            ),
             **options,
         )
         # counted before any mapping back: the recorded range is in the model's units

@@ -309,6 +309,15 @@ def sample_command(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the sampler's tqdm bar.")
     ] = True,
+    final: Annotated[
+        str | None,
+        typer.Option(
+            help="Last step of a score sampler: 'denoise' (the default for score models) jumps "
+            "from the last grid time to the denoiser x̂₀ = E[x₀ | z], projected onto the "
+            "training data's recorded range; 'integrate' takes the sampler's own step to t_min "
+            '(docs/samplers.md, "The final step"). Velocity models keep their own last step.'
+        ),
+    ] = None,
     drop_bad: Annotated[
         bool,
         typer.Option(
@@ -327,6 +336,7 @@ def sample_command(
     import torch
 
     from phasediff.data.sanity import check_samples, run_data_range
+    from phasediff.samplers.final import final_step_options
     from phasediff.samplers.registry import get_sampler, recommended_sampler, resolve
     from phasediff.training import load_trained
     from phasediff.training.plots import save_samples
@@ -356,6 +366,13 @@ def sample_command(
         shape = (num, *data.data_shape)
         if guidance_class is not None or classifier is not None:
             model = _guided_model(model, process, classifier, guidance_class, guidance_scale)
+        data_range, source = run_data_range(checkpoint, data.data)  # the model's units
+        last = {}  # final step and x̂₀ box of registry samplers (samplers.final)
+        if sampler not in LANGEVIN_SAMPLERS:
+            adaptive = resolve(sampler, model).adaptive
+            last = final_step_options(
+                final, model, (data_range.low, data_range.high), adaptive=adaptive
+            )
         if sampler in LANGEVIN_SAMPLERS:  # no time grid; not registry entries
             pass
         elif grid is None:  # the sampler's own default; `ei` on a velocity model: hgf_ei's
@@ -388,8 +405,8 @@ def sample_command(
                 generator=gen,
                 return_trajectory=trajectory,
                 progress=progress,
+                **last,
             )
-        data_range, source = run_data_range(checkpoint, data.data)  # the model's units
         check = check_samples(res.x, data_range, source=source)
         if data.standardization is not None:  # back to the units of the user's file
             res.x = data.standardization.decode(res.x)
@@ -425,6 +442,8 @@ def sample_command(
         _fail(f"cannot write output ({exc.strerror}: {exc.filename}); choose a writable --out.")
     report = {"out": str(out), "sampler": sampler, "steps": steps, "nfe": res.nfe, "num": num}
     report["grid"] = grid
+    if last:
+        report.update(final=last["final"], projected=res.projected)
     report.update(non_finite=check.non_finite, far=check.far)
     if drop_bad:
         report["written"] = num - check.bad

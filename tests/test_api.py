@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import phasediff
 from phasediff.cli import app
+from phasediff.data.sanity import run_data_range
 from phasediff.samplers import SAMPLERS
 from phasediff.training import load_config
 
@@ -60,7 +61,9 @@ def test_load_exposes_model_process_config_and_data(cld_run):
 def test_sample_defaults_to_the_recommended_sampler_and_matches_the_cli(cld_run, tmp_path):
     run = phasediff.load(cld_run)
     s = run.sample(64, steps=5, seed=3)
-    # the recommended sampler of a score model is Lie–Trotter on its default (quadratic) grid
+    # the recommended sampler of a score model is Lie–Trotter on its default (quadratic) grid,
+    # ending with the denoiser jump projected onto the run's recorded data range
+    box = run_data_range(cld_run, run.data.data)[0]
     direct = SAMPLERS["lie_trotter"](
         run.model,
         run.process,
@@ -68,8 +71,16 @@ def test_sample_defaults_to_the_recommended_sampler_and_matches_the_cli(cld_run,
         5,
         grid="quadratic",
         generator=torch.Generator().manual_seed(3),
+        final="denoise",
+        x0_range=(box.low, box.high),
     )
     torch.testing.assert_close(s.x, direct.x, rtol=0, atol=0)
+    own = run.sample(64, steps=5, seed=3, final="integrate")  # the sampler's own last step
+    plain = SAMPLERS["lie_trotter"](
+        run.model, run.process, (64, 2), 5, generator=torch.Generator().manual_seed(3)
+    )
+    torch.testing.assert_close(own.x, plain.x, rtol=0, atol=0)
+    assert not torch.equal(own.x, s.x)
     assert s.nfe == 5 and run.sample(64, seed=3).nfe == 50  # default steps: 50
     out = tmp_path / "s.npz"
     result = CliRunner().invoke(
@@ -86,6 +97,13 @@ def test_sample_takes_any_registry_sampler_and_its_options(cld_run):
     s = run.sample(16, "em", 4, grid="uniform", seed=1, callback=lambda info: seen.append(1))
     assert s.x.shape == (16, 2) and s.nfe == 4 and seen
     assert run.sample(16, "ei", 3).nfe == 3  # ei at its own (optimal) grid
+    # a registry name keeps its entry's options (ei1c: order 1 with the corrector)
+    for name in ("ei1c", "eic", "ei3"):
+        got = run.sample(16, name, 4, seed=2, final="integrate")
+        want = SAMPLERS[name](
+            run.model, run.process, (16, 2), 4, generator=torch.Generator().manual_seed(2)
+        )
+        torch.testing.assert_close(got.x, want.x, rtol=0, atol=0)
     with pytest.raises(ValueError, match="unknown sampler 'nope'"):
         run.sample(16, "nope")
     with pytest.raises(ValueError, match="n must be an integer ≥ 1"):

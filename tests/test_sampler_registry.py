@@ -86,7 +86,9 @@ def test_every_sampler_has_one_entry_and_samplers_derive_from_it():
         assert entry.default_grid == DEFAULT_GRID[name] in GRIDS
         assert entry.default_grid == inspect.signature(entry.function).parameters["grid"].default
         assert get_sampler(name) is SAMPLERS[name]
-    assert SAMPLERS["em"] is REGISTRY["em"].function  # plain functions stay themselves
+    # plain functions stay themselves, behind the final-step keywords (samplers/final.py)
+    assert SAMPLERS["em"].__wrapped__ is REGISTRY["em"].function
+    assert "final" in inspect.signature(SAMPLERS["em"]).parameters
     assert REGISTRY["ei1"].options == {"order": 1}
     assert REGISTRY["eic"].options == {"order": 2, "corrector": True}
     assert sampler_names(SCORE) == ALL[:12] and sampler_names(VELOCITY) == ALL[12:]
@@ -210,6 +212,7 @@ def test_help_lists_every_sampler_with_its_default_grid_and_every_grid(command):
 def test_sample_ei_without_grid_uses_optimal_and_equals_the_python_call(run_dir, tmp_path):
     out = tmp_path / "ei.npz"
     args = ["sample", str(run_dir), "--sampler", "ei", "--steps", "6", "--num", "64"]
+    args += ["--final", "integrate"]  # the integrator itself (the default jump: test_final_step)
     res = CliRunner().invoke(app, [*args, "--seed", "3", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["grid"] == "optimal"

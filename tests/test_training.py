@@ -206,3 +206,52 @@ def test_cli_train_and_its_errors(tmp_path):
     assert "Traceback" not in res.output
     res = runner.invoke(app, ["train", "configs/nope.toml", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_ema_warmup_follows_its_formula_and_resumes_exactly(tmp_path):
+    cfg = small("toy_cld", "train.ema_warmup=true", "train.ema_decay=0.999")
+    run = Trainer(cfg, tmp_path / "w", progress=False)
+    # min(d, (1 + n)/(10 + n)): 2/11 at the first step, 0.9 at n = 80, d from n = 8 991 on
+    assert run.ema_decay_at(1) == pytest.approx(2 / 11)
+    assert run.ema_decay_at(80) == pytest.approx(0.9)
+    assert run.ema_decay_at(9000) == 0.999
+    assert Trainer(small("toy_cld"), tmp_path / "plain", progress=False).ema_decay_at(1) == 0.999
+    # resume continues the rule exactly (it is a function of the step only)
+    part = Trainer(cfg, tmp_path / "part", progress=False)
+    part.fit(steps=20)
+    resumed = Trainer(cfg, tmp_path / "part", resume=True, progress=False)
+    resumed.fit()
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    full.fit()
+    for a, b in zip(full.ema, resumed.ema, strict=True):
+        assert torch.equal(a, b)
+    # without warm-up, 40 steps at 0.999 keep 0.999⁴⁰ = 96 % of the initial weights; with it the
+    # EMA has moved most of the way to the trained weights
+    init = Trainer(cfg, tmp_path / "init", progress=False)
+    start = [p.detach().clone() for p in init.model.parameters()]
+    plain = Trainer(small("toy_cld"), tmp_path / "plain2", progress=False)
+    plain.fit()
+    trained = [p.detach() for p in full.model.parameters()]
+
+    def share(ema_weights):  # how far the EMA moved from the start towards the weights
+        num = sum(float((e - s).pow(2).sum()) for e, s in zip(ema_weights, start, strict=True))
+        den = sum(float((w - s).pow(2).sum()) for w, s in zip(trained, start, strict=True))
+        return math.sqrt(num / den)
+
+    assert share(plain.ema) < 0.1 < 0.5 < share(full.ema)
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path):
+    cfg = small("toy_cld", "train.steps=100000", "train.time_limit=0.002")  # 0.12 s
+    run = Trainer(cfg, tmp_path / "t", progress=False)
+    summary = run.fit()
+    assert summary["stopped_by_time_limit"] is True
+    assert 0 < summary["step"] < 100000
+    meta, _ = load_checkpoint(tmp_path / "t" / "checkpoints")
+    assert meta["step"] == summary["step"]  # the stop is saved, nothing is lost
+    again = Trainer(cfg, tmp_path / "t", resume=True, progress=False)
+    assert again.step == summary["step"]
+    unlimited = Trainer(small("toy_cld"), tmp_path / "u", progress=False).fit()
+    assert unlimited["stopped_by_time_limit"] is False and unlimited["step"] == 40
+    with pytest.raises(ValueError, match="train.time_limit"):
+        load_config("configs/toy_cld.toml", ["train.time_limit=-1"])

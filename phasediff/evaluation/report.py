@@ -326,6 +326,7 @@ def evaluate_model(
     cache: str | Path | None = None,
     report: dict[str, Any] | None = None,
     progress: bool = False,
+    final: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a loaded model; writes ``metrics.json`` and ``samples.png`` into ``out`` and
     returns the report (``report``'s entries first, e.g. the run it came from).
@@ -336,10 +337,14 @@ def evaluate_model(
     default grid). Distances are computed in the model's units (standardised, if so). ``nll``
     adds the held-out NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
     ``fid``/``fid_num``/``inception``: the Inception metrics of `evaluate_samples`.
-    ``progress`` shows the sampler's and the feature pass's tqdm bars.
+    ``progress`` shows the sampler's and the feature pass's tqdm bars. ``final``: the drawn
+    samples' last step, as `TrainedRun.sample` (default "denoise" for score models, projected
+    onto the training set's range; `phasediff.samplers.final`).
     """
+    from phasediff.data.sanity import DataRange
     from phasediff.evaluation.figures import compare_samples
-    from phasediff.samplers.registry import resolve
+    from phasediff.samplers.final import final_step_options
+    from phasediff.samplers.registry import get_sampler, resolve
 
     check_eval_options(
         num=num,
@@ -366,8 +371,10 @@ def evaluate_model(
         report["samples"]["standardized"] = True
     if samples is None:
         entry = resolve(sampler, model)
-        fn = entry.function
+        fn = get_sampler(entry.name)  # with the entry's own options (ei1c: order 1, corrector)
         grid = entry.default_grid if grid is None else grid
+        box = DataRange.of(data.data)
+        last = final_step_options(final, model, (box.low, box.high), adaptive=entry.adaptive)
         n = 2000 if num is None else num
         t0 = time.perf_counter()
         res = fn(
@@ -378,6 +385,7 @@ def evaluate_model(
             grid=grid,
             generator=torch.Generator().manual_seed(seed),
             progress=progress,
+            **last,
         )
         x = _check_samples(res.x.detach().float(), data)
         report["samples"] = {
@@ -388,6 +396,8 @@ def evaluate_model(
             "nfe": res.nfe,
             "seconds": round(time.perf_counter() - t0, 2),
             "seed": seed,
+            "final": last["final"],
+            "projected": res.projected,
         }
     report["metrics"] = evaluate_samples(
         x,

@@ -23,7 +23,8 @@ class Samples:
     """x: data block (B, *data_shape); z: full final state; nfe: counted network calls;
     trajectory: states at every grid time when requested (list of (B, k, *data)); sanity:
     the counts of non-finite and far-out samples (`phasediff.data.sanity.SampleCheck`) when
-    a trained run was sampled (`TrainedRun.sample`), None from a bare sampler."""
+    a trained run was sampled (`TrainedRun.sample`), None from a bare sampler; projected: the
+    coordinates of x̂₀ moved onto `x0_range` by a denoising final step (`samplers.final`)."""
 
     x: torch.Tensor
     z: torch.Tensor
@@ -31,6 +32,7 @@ class Samples:
     times: torch.Tensor
     trajectory: list[torch.Tensor] = field(default_factory=list)
     sanity: Any = None
+    projected: int = 0
 
 
 class CountingModel:

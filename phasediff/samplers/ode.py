@@ -11,6 +11,7 @@ import torch
 from phasediff.processes import LinearProcess
 from phasediff.samplers.base import Recorder, Samples, euler_heun_loop
 from phasediff.samplers.dynamics import prepare
+from phasediff.samplers.stability import warn_if_unstable
 
 
 def _fixed_step(method: str, model, process, shape, steps, options) -> Samples:
@@ -18,6 +19,7 @@ def _fixed_step(method: str, model, process, shape, steps, options) -> Samples:
     dyn, times, z = prepare(
         model, process, shape, steps, o["grid"], o["z"], o["generator"], o["device"], o["dtype"]
     )
+    warn_if_unstable(process, times, method, o["grid"])
     f = dyn.probability_flow(times)  # f(i, z) at times[i], matrices built once per grid
     record = Recorder(
         z,

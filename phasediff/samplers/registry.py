@@ -22,6 +22,7 @@ from types import MappingProxyType
 from phasediff.objectives.hamiltonian import is_velocity_model
 from phasediff.samplers.base import Samples
 from phasediff.samplers.exponential import exponential_integrator
+from phasediff.samplers.final import check_final, denoised_final
 from phasediff.samplers.grids import GRIDS
 from phasediff.samplers.hamiltonian import hgf_dopri5, hgf_ei, hgf_euler, hgf_heun
 from phasediff.samplers.ode import ode_dopri5, ode_euler, ode_heun
@@ -302,10 +303,44 @@ def _routed(entry: SamplerEntry) -> Callable[..., Samples]:
     return sampler
 
 
+def _with_final(entry: SamplerEntry, fn: Callable[..., Samples]) -> Callable[..., Samples]:
+    """`fn` with the keywords ``final`` ("integrate", the default: the sampler's own last step
+    to t_min; "denoise": the denoiser jump from t_{N−1}, `phasediff.samplers.final`) and
+    ``x0_range`` (the box that jump's x̂₀ is projected onto). Velocity models keep their own
+    last step."""
+
+    def sampler(model, process, shape, steps, *, final="integrate", x0_range=None, **options):
+        check_final(final)
+        if final == "integrate" or (is_velocity_model(model) and SCORE not in entry.kinds):
+            if x0_range is not None:
+                raise ValueError(
+                    "x0_range bounds the x̂₀ of the denoising final step; pass final='denoise' "
+                    "with it (score models), or leave it out."
+                )
+            return fn(model, process, shape, steps, **options)
+        if is_velocity_model(model):
+            raise ValueError(
+                f"final='denoise' is for score models; sampler {entry.name!r} hands velocity "
+                "models to their own position-ODE sampler, whose last step is its own."
+            )
+        return denoised_final(fn, model, process, shape, steps, x0_range=x0_range, **options)
+
+    update_wrapper(sampler, fn)
+    params = list(inspect.signature(fn).parameters.values())
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    extra = [
+        inspect.Parameter("final", keyword, default="integrate", annotation="str"),
+        inspect.Parameter("x0_range", keyword, default=None, annotation="tuple | None"),
+    ]
+    sampler.__signature__ = inspect.signature(fn).replace(parameters=[*params, *extra])
+    return sampler
+
+
 SAMPLERS: dict[str, Callable[..., Samples]] = {
-    e.name: _routed(e) if e.velocity_route else e.fn for e in REGISTRY.values()
+    e.name: _with_final(e, _routed(e) if e.velocity_route else e.fn) for e in REGISTRY.values()
 }
-"""Sampler functions by name (the `ei*` ones route velocity models, see `_routed`)."""
+"""Sampler functions by name (the `ei*` ones route velocity models, see `_routed`). Each also
+takes ``final`` ("integrate" or "denoise") and ``x0_range`` (`_with_final`)."""
 
 
 def get_sampler(name: str, model=None) -> Callable[..., Samples]:

@@ -9,6 +9,7 @@ import torch
 from phasediff.processes import LinearProcess, apply_blocks
 from phasediff.samplers.base import Recorder, Samples
 from phasediff.samplers.dynamics import prepare
+from phasediff.samplers.stability import warn_if_unstable
 
 
 @torch.inference_mode()
@@ -35,6 +36,7 @@ def euler_maruyama(
     draw; `progress` shows a tqdm bar, `callback` gets the keys of docs/samplers.md after
     every step."""
     dyn, times, z = prepare(model, process, shape, steps, grid, z, generator, device, dtype)
+    warn_if_unstable(process, times, "em", grid)
     # z ← Mz z + Mo·out + Gh ξ: every step's k×k (k×m) matrices built once per grid
     Mz, Mo, Gh = dyn.euler_maruyama(times)
     t = times.tolist()

@@ -271,6 +271,17 @@ class TrainConfig(_Strict):
     lr_min_ratio: float = Field(0.0, ge=0.0, le=1.0)
     grad_clip: float = Field(1.0, ge=0.0, description="max gradient norm; 0 disables clipping")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    time_limit: float = Field(
+        0.0,
+        ge=0.0,
+        description="minutes of training after which the run stops with a checkpoint, even "
+        "before train.steps (equal-wall-time comparisons); 0 = no limit",
+    )
+    ema_warmup: bool = Field(
+        False,
+        description="EMA decay min(ema_decay, (1+n)/(10+n)) at step n, so short runs are not "
+        "averaged with their initial weights",
+    )
     log_every: int = Field(50, ge=1)
     ckpt_every: int = Field(1000, ge=1)
     keep_last: int = Field(3, ge=1)

@@ -276,8 +276,17 @@ class TrainingRun:
             group["lr"] = lr
         return lr
 
-    def update_ema(self) -> None:
+    def ema_decay_at(self, step: int) -> float:
+        """The EMA decay of the update made by optimizer step `step` (1-based): train.ema_decay,
+        or with train.ema_warmup min(ema_decay, (1 + step)/(10 + step)), so the average of a
+        short run is not dominated by the initial weights (docs/training.md, "EMA")."""
         decay = self.config.train.ema_decay
+        if self.config.train.ema_warmup:
+            decay = min(decay, (1.0 + step) / (10.0 + step))
+        return decay
+
+    def update_ema(self) -> None:
+        decay = self.ema_decay_at(self.step + 1)
         with torch.no_grad():
             torch._foreach_lerp_(self.ema, [p.detach() for _, p in self._ema_params], 1.0 - decay)
 
@@ -358,6 +367,13 @@ class TrainingRun:
 
         tc = self.config.train
         target = tc.steps if steps is None else steps
+        self.out_of_time = False
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if tc.time_limit and distributed:
+            raise ValueError(
+                "train.time_limit stops one process by its own clock, which would leave the other "
+                "ranks of a distributed run waiting; set train.steps instead (time_limit = 0)."
+            )
         csv_path = self.run_dir / "metrics.csv"
         main = self.is_main  # only the main process writes logs, checkpoints and images
         fields = self.metrics_fields
@@ -379,7 +395,13 @@ class TrainingRun:
             writer = csv.writer(fh)
             if new_file:
                 writer.writerow(fields)
+            deadline = t_start + 60.0 * tc.time_limit if tc.time_limit else math.inf
             while self.step < target:
+                if time.perf_counter() >= deadline:  # train.time_limit: stop with a checkpoint
+                    self.out_of_time = True
+                    if main:
+                        self.save()
+                    break
                 skipped_before = self.skipped
                 *values, grad_norm = self.train_step()
                 if self.skipped == skipped_before:  # skipped batches log no loss
@@ -419,6 +441,7 @@ class TrainingRun:
             writer_tb.close()
         return {
             "step": self.step,
+            "stopped_by_time_limit": self.out_of_time,
             **self.final_metrics(),
             "seconds": time.perf_counter() - t_start,
             "skipped_nonfinite": self.skipped,

@@ -1,0 +1,138 @@
+"""The denoising final step (phasediff/samplers/final.py): x = x̂₀(z_{t_{N−1}}) against the
+closed form for Gaussian data, its NFE and callback, the x̂₀ box, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from phasediff import processes as P
+from phasediff.samplers import SAMPLERS
+from phasediff.samplers.final import check_x0_range, denoised_final, project_x0
+from phasediff.samplers.grids import time_grid
+
+from .gaussian import ExactGaussianScore
+
+SIGMA2 = 0.5
+
+
+def posterior_mean_variance(process, t: float, sigma2: float) -> float:
+    """Var[E[x₀ | z_t]] = σ⁴ eᵀC⁻¹e, C = Σ_t + σ² e eᵀ, for data N(0, σ²) (joint Gaussian of
+    (x₀, z_t) through the kernel; written out here, not taken from the preconditioner)."""
+    E, S = process.kernel(torch.tensor([t], dtype=torch.float64))
+    e = E[0, :, 0]
+    C = S[0] + sigma2 * torch.outer(e, e)
+    return float(sigma2**2 * e @ torch.linalg.solve(C, e))
+
+
+@pytest.mark.parametrize(("name", "steps"), [("vp", 3), ("cld", 5), ("hold", 5)])
+def test_denoised_final_is_the_posterior_mean_of_exact_gaussian_states(name, steps):
+    process = getattr(P, name)()
+    score = ExactGaussianScore(process, SIGMA2)
+    # ei1 with σ_data = σ is exact for Gaussian data at any step count, so z_{t_{N−1}} has the
+    # exact marginal and the denoiser's output has variance σ⁴eᵀC⁻¹e (< σ²: the posterior
+    # variance is taken out)
+    n = 20000
+    res = SAMPLERS["ei1"](
+        score, process, (n, 2), steps, final="denoise", sigma_data=SIGMA2**0.5,
+        generator=torch.Generator().manual_seed(0), dtype=torch.float64,
+    )  # fmt: skip
+    t_last = float(time_grid(process, steps, "optimal")[-2])
+    want = posterior_mean_variance(process, t_last, SIGMA2)
+    got = float(res.x.var())
+    # 2n = 40 000 scalar draws: the variance's relative standard error is √(2/40 000) = 0.7 %;
+    # 4 % is ~6 standard errors
+    assert got == pytest.approx(want, rel=0.04)
+    if name == "vp":  # power: the posterior variance is 17 % of σ² here, 4× the tolerance
+        assert want < 0.85 * SIGMA2
+    assert res.nfe == steps  # N − 1 steps of one call each, plus the denoiser's call
+    assert float(res.times[-1]) == pytest.approx(process.t_min)
+    torch.testing.assert_close(res.z[:, 0], res.x)
+
+
+def test_integrate_is_the_sampler_itself_and_denoise_reports_the_jump():
+    process = P.cld()
+    score = ExactGaussianScore(process, SIGMA2)
+    kw = {"generator": torch.Generator().manual_seed(1)}
+    a = SAMPLERS["lie_trotter"](score, process, (64, 2), 6, **kw)
+    kw = {"generator": torch.Generator().manual_seed(1)}
+    b = SAMPLERS["lie_trotter"](score, process, (64, 2), 6, final="integrate", **kw)
+    torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
+    seen = []
+    res = SAMPLERS["lie_trotter"](
+        score, process, (64, 2), 6, final="denoise", callback=seen.append,
+        return_trajectory=True, generator=torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    assert [info["i"] for info in seen] == list(range(6))
+    assert seen[-1]["t"] == pytest.approx(process.t_min)
+    torch.testing.assert_close(seen[-1]["denoised"], res.x)
+    assert seen[-1]["nfe"] == res.nfe == 6
+    assert len(res.trajectory) == 7 and res.times.numel() == 7
+    # the first N − 1 steps are the sampler's own on the first N points of its grid
+    plain = SAMPLERS["lie_trotter"](
+        score, process, (64, 2), 5, grid=time_grid(process, 6, "quadratic")[:-1].clone(),
+        denoise=False, generator=torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    torch.testing.assert_close(res.trajectory[5], plain.z, rtol=0, atol=0)
+    torch.testing.assert_close(res.z[:, 1:], plain.z[:, 1:], rtol=0, atol=0)
+
+
+def test_one_step_denoises_the_prior_draw():
+    process = P.vp()
+    score = ExactGaussianScore(process, SIGMA2)
+    res = SAMPLERS["em"](
+        score, process, (20000, 1), 1, final="denoise", generator=torch.Generator().manual_seed(0)
+    )
+    want = posterior_mean_variance(process, process.T, SIGMA2)  # x̂₀ of the prior: ≈ 0
+    assert res.nfe == 1
+    assert float(res.x.var()) == pytest.approx(want, rel=0.1, abs=1e-4)
+
+
+def test_x0_range_projects_onto_the_box_and_counts_the_moves():
+    x = torch.tensor([[-3.0, 0.5], [0.2, 4.0]])
+    out, moved = project_x0(x, *check_x0_range((-1.0, 1.0), (2,)))
+    torch.testing.assert_close(out, torch.tensor([[-1.0, 0.5], [0.2, 1.0]]))
+    assert moved == 2
+    lo, hi = check_x0_range(([-1.0, -2.0], [1.0, 0.0]), (2,))
+    out, moved = project_x0(x, lo, hi)
+    torch.testing.assert_close(out, torch.tensor([[-1.0, 0.0], [0.2, 0.0]]))
+    assert moved == 3
+    process = P.cld()
+    score = ExactGaussianScore(process, 4.0)  # wide data: x̂₀ leaves a narrow box often
+    res = SAMPLERS["ei1c"](
+        score, process, (500, 2), 8, final="denoise", x0_range=(-0.5, 0.5),
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert float(res.x.abs().max()) <= 0.5 and res.projected > 100
+
+
+@pytest.mark.parametrize(
+    ("x0_range", "match"),
+    [
+        ((1.0, -1.0), "lo ≤ hi"),
+        ((float("nan"), 1.0), "two finite numbers"),
+        (([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]), r"data shape \(2,\)"),
+        (3.0, "x0_range must be"),
+    ],
+)
+def test_bad_x0_range_is_one_sentence(x0_range, match):
+    process = P.vp()
+    score = ExactGaussianScore(process, SIGMA2)
+    with pytest.raises(ValueError, match=match):
+        SAMPLERS["em"](score, process, (4, 2), 3, final="denoise", x0_range=x0_range)
+
+
+def test_bad_final_and_a_box_without_the_jump_are_refused():
+    process = P.vp()
+    score = ExactGaussianScore(process, SIGMA2)
+    with pytest.raises(ValueError, match="final must be one of integrate, denoise, got 'x0'"):
+        SAMPLERS["em"](score, process, (4, 2), 3, final="x0")
+    with pytest.raises(ValueError, match="pass final='denoise' with it"):
+        SAMPLERS["em"](score, process, (4, 2), 3, x0_range=(-1, 1))
+
+
+def test_denoised_final_takes_the_samplers_default_grid():
+    process = P.hold()
+    score = ExactGaussianScore(process, SIGMA2)
+    res = denoised_final(SAMPLERS["strang"], score, process, (8, 2), 4)
+    torch.testing.assert_close(res.times, time_grid(process, 4, "quadratic"))
