@@ -632,6 +632,13 @@ def eval_command(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Show the sampler's tqdm bar.")
     ] = True,
+    final: Annotated[
+        str | None,
+        typer.Option(
+            help="Last step when drawing: 'denoise' (default for fixed-step samplers of score "
+            "models) or 'integrate', as phasediff sample --final."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a run: toys get W2 (exact, sliced), MMD, energy and mode metrics, digits the
     digits Fréchet distance, images with --fid Inception FID, KID, precision and recall, each
@@ -660,6 +667,7 @@ def eval_command(
             out=out,
             ema=ema,
             progress=progress,
+            final=final,
         )
     except ValueError as exc:
         _fail(str(exc))

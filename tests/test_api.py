@@ -177,3 +177,29 @@ def test_readme_example_runs_as_written(tmp_path, monkeypatch):
     report = scope["report"]
     assert report["samples"]["num"] == 2000 and "metrics" in report
     assert (tmp_path / "runs/cld/eval/metrics.json").is_file()
+
+
+def test_cli_sample_and_eval_take_the_final_step(cld_run, tmp_path):
+    runner = CliRunner()
+    base = ["sample", str(cld_run), "--steps", "5", "--num", "64", "--no-progress"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "d.npz")])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout.strip().splitlines()[-1])
+    assert line["final"] == "denoise" and isinstance(line["projected"], int)
+    res = runner.invoke(app, [*base, "--final", "integrate", "--out", str(tmp_path / "i.npz")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["final"] == "integrate"
+    assert not np.array_equal(np.load(tmp_path / "d.npz")["x"], np.load(tmp_path / "i.npz")["x"])
+    res = runner.invoke(app, [*base, "--final", "x0", "--out", str(tmp_path / "b.npz")])
+    assert res.exit_code == 2 and "final must be one of integrate, denoise, got 'x0'" in res.output
+    res = runner.invoke(
+        app, ["eval", str(cld_run), "--steps", "5", "--num", "300", "--no-progress",
+              "--final", "integrate", "--out", str(tmp_path / "ev")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["samples"]["final"] == "integrate"
+    # dopri5 keeps integrating by default: its steps only set the output grid
+    run = phasediff.load(cld_run)
+    want = SAMPLERS["dopri5"](run.model, run.process, (8, 2), 4)
+    torch.testing.assert_close(run.sample(8, "dopri5", 4).x, want.x, rtol=0, atol=0)

@@ -46,6 +46,7 @@ def evaluate_run(
     ema: bool = True,
     cache: str | Path | None = None,
     progress: bool = False,
+    final: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run; writes ``metrics.json`` and ``samples.png`` into ``out``
     (default ``<run>/eval``) and returns the report (``evaluate_model`` on the run's EMA
@@ -56,7 +57,8 @@ def evaluate_run(
     sampler's default grid). ``nll`` adds the held-out
     NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``). ``fid``/``fid_num``/
     ``inception``: the Inception metrics (``evaluate_samples``). ``progress`` shows the
-    sampler's and the feature pass's tqdm bars.
+    sampler's and the feature pass's tqdm bars. ``final``: the drawn samples' last step
+    (default: "denoise" for fixed-step samplers of score models; `phasediff.samplers.final`).
     """
     from phasediff.training import load_trained
 
@@ -93,6 +95,7 @@ def evaluate_run(
         nll_num=nll_num,
         nll_tol=nll_tol,
         cache=cache,
+        final=final,
         report={"run": str(run)},
         progress=progress,
     )
