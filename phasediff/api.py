@@ -92,7 +92,8 @@ class TrainedRun:
             **options,
         )
         # counted before any mapping back: the recorded range is in the model's units
-        samples.sanity = self.check(samples.x)
+        raw = samples.x if samples.unprojected is None else samples.unprojected
+        samples.sanity = self.check(raw)  # before any x0_range projection: nothing is hidden
         samples.sanity.warn("they are kept (samples.sanity.ok is False for them)", stacklevel=2)
         if self.data.standardization is not None:  # back to the units of the user's file
             samples.x = self.data.standardization.decode(samples.x)

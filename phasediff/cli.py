@@ -407,7 +407,8 @@ def sample_command(
                 progress=progress,
                 **last,
             )
-        check = check_samples(res.x, data_range, source=source)
+        raw = res.x if res.unprojected is None else res.unprojected  # before the projection
+        check = check_samples(raw, data_range, source=source)
         if data.standardization is not None:  # back to the units of the user's file
             res.x = data.standardization.decode(res.x)
         rows = check.ok if drop_bad else slice(None)

@@ -151,8 +151,14 @@ def test_the_cli_warns_counts_and_keeps_or_drops(run_dir, tmp_path, poisoned_sam
     saved = np.load(tmp_path / "s.npz")
     assert saved["x"].shape == (32, 2) and int(saved["non_finite"]) == 1 and int(saved["far"]) == 1
     assert saved["ok"].tolist() == [False, False] + [True] * 30
-    assert not np.isfinite(saved["x"][0]).all() and np.abs(saved["x"][1]).max() > 1e3
+    # the default denoising last step projects x̂₀ onto the data's box, but the count is
+    # taken before the projection: the exploded row is still reported as far
+    assert not np.isfinite(saved["x"][0]).all() and np.abs(saved["x"][1]).max() < 10
+    assert report["final"] == "denoise" and report["projected"] >= 1
     assert (tmp_path / "s.png").exists()  # drawn from the sane samples
+    res = _sample(run_dir, tmp_path / "i.npz", "--final", "integrate")  # no projection
+    assert res.exit_code == 0 and "1 of 32 lie far" in res.stderr, res.output
+    assert np.abs(np.load(tmp_path / "i.npz")["x"][1]).max() > 1e3
 
     monkeypatch.setattr(plots, "save_samples", lambda *args, **kwargs: None)  # drawn above
     res = _sample(run_dir, tmp_path / "d.npz", "--drop-bad")
@@ -189,3 +195,4 @@ def test_trained_run_sample_counts_and_warns(run_dir):
     assert bad.sanity.as_dict()["non_finite"] == 1 and bad.sanity.far == 1
     assert bad.sanity.ok.tolist() == [False, False] + [True] * 14
     assert math.isnan(float(bad.x[0, 0])) and bad.x.shape == (16, 2)  # kept, not dropped
+    assert bad.projected >= 1 and float(bad.unprojected[1].abs().max()) > 1e3  # counted raw

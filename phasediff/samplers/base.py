@@ -33,6 +33,7 @@ class Samples:
     trajectory: list[torch.Tensor] = field(default_factory=list)
     sanity: Any = None
     projected: int = 0
+    unprojected: torch.Tensor | None = None
 
 
 class CountingModel:

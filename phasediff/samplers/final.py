@@ -15,7 +15,9 @@ lands exactly on x̂₀). The NFE are those of N − 1 steps of the sampler plus
 projects that x̂₀ onto the box. This is sound, not a clamp that hides error: E[x₀ | z] lies in
 the convex hull of the data's support, so when the box holds the support the projection can
 only move x̂₀ closer to the true posterior mean, coordinate by coordinate. The number of
-projected coordinates is returned as `Samples.projected`, so nothing is hidden.
+projected coordinates is returned as `Samples.projected`, and the x̂₀ before the projection
+as `Samples.unprojected`: the sample sanity check (`phasediff.data.sanity`) counts that one,
+so a diverged sample is still reported as non-finite or far although its projection is not.
 """
 
 from __future__ import annotations
@@ -133,8 +135,9 @@ def denoised_final(
     with torch.inference_mode():
         dyn(state, float(times[-2]))
         x0 = dyn.last_x0()
-        moved = 0
+        moved, raw = 0, None
         if box is not None:
+            raw = x0
             x0, moved = project_x0(x0, *box)
         final = state.clone()
         final[:, 0] = x0
@@ -144,7 +147,13 @@ def denoised_final(
     if callback is not None:
         callback({"i": steps - 1, "t": float(times[-1]), "z": final, "denoised": x0, "nfe": nfe})
     return Samples(
-        x=final[:, 0], z=final, nfe=nfe, times=times, trajectory=trajectory, projected=moved
+        x=final[:, 0],
+        z=final,
+        nfe=nfe,
+        times=times,
+        trajectory=trajectory,
+        projected=moved,
+        unprojected=raw,
     )
 
 
