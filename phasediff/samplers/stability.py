@@ -128,7 +128,7 @@ def warn_if_unstable(
     steps = times.numel() - 1
     floor = measured_floor(process, method)
     if amp > FACTOR or steps < floor:
-        where = grid if isinstance(grid, str) else "this"
+        where = f"the {grid} grid" if isinstance(grid, str) else "this grid"
         limit = stability_limit(process, method, grid) if isinstance(grid, str) else None
         need = f"use at least {limit} steps" if limit else "use more steps"
         why = (
@@ -139,7 +139,7 @@ def warn_if_unstable(
             "measured with the exact score of thin mixtures"
         )
         warnings.warn(
-            f"{method} with {steps} steps on the {where} grid is beyond its stability limit for "
+            f"{method} with {steps} steps on {where} is beyond its stability limit for "
             f"this process ({why}); {need}, or a splitting or exponential sampler "
             "(lie_trotter, strang, ei1c), which have no such limit (docs/samplers.md, "
             '"Stability limits").',
