@@ -13,7 +13,8 @@ NFE) of --plan, with each last step of --final ("integrate": the sampler's own s
 "denoise": the denoiser jump, x̂₀ projected onto the training data's range;
 phasediff/samplers/final.py), draws --num samples, counted as blown when non-finite or beyond
 --bound in any coordinate, and scored as ratios to the noise floor (plain and mode-resolved
-sliced W2). --run DIR (repeatable) scores existing runs instead of training.
+sliced W2). --run DIR (repeatable) scores existing runs (or one checkpoint's .json) instead
+of training.
 """
 
 from __future__ import annotations
@@ -97,10 +98,15 @@ def main() -> None:
                 train(config, run, resume=has, progress=False)
             train_s = time.perf_counter() - t0
         model, process, _, data = load_trained(run)
-        rows = (run / "metrics.csv").read_text().strip().splitlines()
-        train_steps = int(rows[-1].split(",")[0]) if len(rows) > 1 else None
-        train_s = float(rows[-1].split(",")[-2]) if len(rows) > 1 else train_s
-        box, _ = run_data_range(run, data.data)
+        run_dir = run.parent.parent if run.is_file() else run  # a checkpoint: its run
+        rows = (run_dir / "metrics.csv").read_text().strip().splitlines()[1:]
+        if run.is_file():  # the checkpoint's step and the training time up to it
+            name = f"{run_dir.name}@{run.stem}"
+            step = int(run.stem.split("_")[1])
+            rows = [r for r in rows if int(r.split(",")[0]) <= step]
+        train_steps = int(rows[-1].split(",")[0]) if rows else None
+        train_s = float(rows[-1].split(",")[-2]) if rows else train_s
+        box, _ = run_data_range(run_dir, data.data)
         centers = data.mode_centers
         for (sampler, steps, grid), final in [(p, f) for p in plan for f in finals]:
             kw = {"grid": grid} if grid else {}

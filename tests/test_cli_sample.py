@@ -75,7 +75,7 @@ def test_demo_with_a_tiny_budget(tmp_path):
     )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "metrics.json").read_text())
-    assert report["nfe"] == 5 and report["sampler"] == "lie_trotter"
+    assert report["nfe"] == 5 and report["sampler"] == "ei1c" and report["final"] == "denoise"
     assert {"value", "floor", "ratio"} <= set(report["metrics"]["sliced_w2"])
     for name in ("samples.png", "trajectories.png"):
         assert (tmp_path / name).stat().st_size > 5000
