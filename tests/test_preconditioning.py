@@ -247,3 +247,23 @@ def test_edm_time_density_needs_a_preconditioned_model(tmp_path):
         Trainer(_config([*plain, "objective.time_density=edm"]), tmp_path, progress=False)
     cfg = _config(["model.precondition=true", "objective.time_density=edm", "train.steps=5"])
     Trainer(cfg, tmp_path / "ok", progress=False).fit()
+
+
+def test_edm_density_keeps_a_uniform_share_where_the_log_normal_has_none():
+    """For CLD the log-normal alone never draws t > 0.7 (c_out saturates long before T), so a
+    network would never be trained where samplers start; p_uniform = 0.1 draws 10 % of the
+    times from U[t_min, T]: P(t > 0.7) = 0.1·0.3 = 0.03. With 2·10⁵ draws the standard error
+    of that share is 3.8·10⁻⁴; the tolerance 0.002 is > 5 of them."""
+    from phasediff.objectives.preconditioning import NoiseLevelDensity
+
+    process = P.cld()
+    bare = NoiseLevelDensity(process, 0.5, -1.2, 1.2)(200_000, torch.Generator().manual_seed(0))
+    assert float((bare > 0.7).double().mean()) == 0.0
+    mixed = NoiseLevelDensity(process, 0.5, -1.2, 1.2, p_uniform=0.1)
+    t = mixed(200_000, torch.Generator().manual_seed(0))
+    assert float((t > 0.7).double().mean()) == pytest.approx(0.03, abs=0.002)
+    assert float(t.min()) >= process.t_min and float(t.max()) <= process.T
+    with pytest.raises(ValueError, match=r"p_uniform must be in \[0, 1\], got 1.5"):
+        NoiseLevelDensity(process, 0.5, p_uniform=1.5)
+    cfg = _config(["model.precondition=true", "objective.time_density=edm"])
+    assert cfg.objective.p_uniform == 0.1  # on by default

@@ -219,13 +219,30 @@ class NoiseLevelDensity:
     posterior std matches, c_out(t)/σ_data = s/√(1 + s²) (k = 1 VE: exactly EDM's σ).
     c_out(t) is monotone (a Markov chain only loses information about x₀), so t is found by
     interpolating a table of ℓ(t) = log(c_out/σ_data) on 4096 times, log-spaced near t_min;
-    levels outside [ℓ(t_min), ℓ(T)] are clamped to the ends."""
+    levels outside [ℓ(t_min), ℓ(T)] are clamped to the ends.
+
+    `p_uniform` of the times are drawn uniformly on [t_min, T] instead. For k ≥ 2 the
+    log-normal alone puts no mass above t ≈ 0.5 (c_out saturates at σ_data long before T:
+    CLD 4·10⁻⁴ of the draws above 0.5, none above 0.7), so the network is never trained where
+    every sampler starts, and over a long run its output there drifts: on thin data the
+    preconditioned CLD network's |F| at t = T on prior draws grew from 3 (25k steps) to
+    5·10⁴ (300k steps), and every fast sampler then blew up in its first steps
+    (docs/objectives.md, "Long training")."""
 
     def __init__(
-        self, process: LinearProcess, sigma_data: float, p_mean: float = -0.5, p_std: float = 1.2
+        self,
+        process: LinearProcess,
+        sigma_data: float,
+        p_mean: float = -0.5,
+        p_std: float = 1.2,
+        p_uniform: float = 0.0,
     ) -> None:
         if not p_std > 0:
             raise ValueError(f"p_std must be > 0, got {p_std!r}.")
+        if not 0.0 <= p_uniform <= 1.0:
+            raise ValueError(f"p_uniform must be in [0, 1], got {p_uniform!r}.")
+        self.p_uniform = float(p_uniform)
+        self.t_min, self.T = process.t_min, process.T
         lo, hi = process.t_min, process.T
         u = torch.linspace(0.0, 1.0, 2048, dtype=torch.float64)
         t = torch.cat((lo * (hi / lo) ** u, lo + (hi - lo) * u)).sort().values
@@ -250,4 +267,10 @@ class NoiseLevelDensity:
         e0, e1 = self.ell[idx - 1], self.ell[idx]
         w = ((target - e0) / (e1 - e0).clamp_min(1e-300)).clamp(0, 1)
         t = self.t[idx - 1] + w * (self.t[idx] - self.t[idx - 1])
+        if self.p_uniform > 0:  # both draws always made: the random stream does not branch
+            u = torch.rand(batch, generator=generator, dtype=torch.float64)
+            flat = self.t_min + (self.T - self.t_min) * torch.rand(
+                batch, generator=generator, dtype=torch.float64
+            )
+            t = torch.where(u < self.p_uniform, flat, t)
         return t.to(device) if device is not None else t

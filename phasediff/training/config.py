@@ -240,6 +240,13 @@ class ObjectiveConfig(_Strict):
     )
     p_mean: float = -0.5
     p_std: float = Field(1.2, gt=0.0)
+    p_uniform: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="share of the 'edm' density's times drawn uniformly on [t_min, T], so the "
+        "network is trained where samplers start (docs/objectives.md, 'Long training')",
+    )
 
     @field_validator("name")
     @classmethod

@@ -158,7 +158,7 @@ def build_objective(config: Config, process: LinearProcess, model: torch.nn.Modu
             "objective.time_density 'edm' needs a preconditioned model (model.precondition = "
             "true): its noise levels are measured against the model's σ_data."
         )
-    density = NoiseLevelDensity(process, model.sigma_data, oc.p_mean, oc.p_std)
+    density = NoiseLevelDensity(process, model.sigma_data, oc.p_mean, oc.p_std, oc.p_uniform)
     return functools.partial(objective, time_sampler=density)
 
 
