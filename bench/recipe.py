@@ -121,7 +121,10 @@ def main() -> None:
                 )
             sample_s = time.perf_counter() - t1
             x = res.x.to(torch.float64)
-            ok = torch.isfinite(x).all(1) & (x.abs() <= args.bound).all(1)
+            raw = x if res.unprojected is None else res.unprojected.to(torch.float64)
+            # blown is judged before any x0_range projection (which would hide it by
+            # construction); the ratio is that of the returned samples of the others
+            ok = torch.isfinite(raw).all(1) & (raw.abs() <= args.bound).all(1)
             blown = int((~ok).sum())
             if int(ok.sum()) < 2:
                 metrics = {"sliced_w2": {"ratio": None}}
@@ -151,7 +154,7 @@ def main() -> None:
                 "blown": blown,
                 "sliced_w2_ratio": metrics["sliced_w2"]["ratio"],
                 "mode_sw2_ratio": (metrics.get("mode_sliced_w2") or {}).get("ratio"),
-                "max_abs": float(x[torch.isfinite(x).all(1)].abs().max()) if blown else None,
+                "max_abs": float(raw[torch.isfinite(raw).all(1)].abs().max()) if blown else None,
                 "sample_seconds": round(sample_s, 2),
             }
             results.append(row)

@@ -59,7 +59,8 @@ class TrainedRun:
         that sampler) on `grid` (default: the sampler's own). ``x`` is in the data's own units
         (a standardised points run maps it back; ``z`` stays in the model's units). ``seed``
         seeds a fresh generator
-        unless `generator` is given. ``final`` (score models; default "denoise"): the last
+        unless `generator` is given. ``final`` (default "denoise" for the fixed-step samplers
+        of score models, "integrate" for dopri5 and velocity models): the last
         step jumps to the denoiser x̂₀, projected onto the training data's recorded range
         (``samples.projected`` counts the coordinates moved); "integrate" keeps the sampler's
         own last step (docs/samplers.md, "The final step"). ``options`` go to the sampler
@@ -79,7 +80,7 @@ class TrainedRun:
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
         data_range, _ = run_data_range(self.path, self.data.data)
-        samples = get_sampler(entry.name)(  # the entry's own options (ei1c: order 1, corrector)
+        samples = get_sampler(name)(  # the entry's own options (ei1c: order 1, corrector)
             self.model,
             self.process,
             (n, *self.data.data_shape),
@@ -87,7 +88,10 @@ class TrainedRun:
             grid=entry.default_grid if grid is None else grid,
             generator=generator,
             **final_step_options(
-                final, self.model, (data_range.low, data_range.high), adaptive=entry.adaptive
+                final,
+                self.model,
+                options.pop("x0_range", (data_range.low, data_range.high)),
+                adaptive=entry.adaptive,
             ),
             **options,
         )
@@ -144,6 +148,7 @@ class TrainedRun:
             steps = steps if steps is not None else (default_steps if sampler is None else 50)
             grid = grid if grid is not None else resolve(name, self.model).default_grid
             options.update(sampler=name, steps=steps, grid=grid)
+        options.setdefault("data_range", run_data_range(self.path, self.data.data)[0])
         return evaluate_model(
             self.model, self.process, self.data, out=out_dir, samples=samples, num=num,
             seed=seed, report=report, **options,

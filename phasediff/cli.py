@@ -312,10 +312,11 @@ def sample_command(
     final: Annotated[
         str | None,
         typer.Option(
-            help="Last step of a score sampler: 'denoise' (the default for score models) jumps "
-            "from the last grid time to the denoiser x̂₀ = E[x₀ | z], projected onto the "
-            "training data's recorded range; 'integrate' takes the sampler's own step to t_min "
-            '(docs/samplers.md, "The final step"). Velocity models keep their own last step.'
+            help="Last step of a score sampler: 'denoise' (the default for the fixed-step "
+            "samplers of score models) jumps from the last grid time to the denoiser "
+            "x̂₀ = E[x₀ | z], projected onto the training data's recorded range; 'integrate' "
+            "(the default for dopri5 and velocity models) takes the sampler's own step to "
+            't_min (docs/samplers.md, "The final step").'
         ),
     ] = None,
     drop_bad: Annotated[
@@ -368,6 +369,11 @@ def sample_command(
             model = _guided_model(model, process, classifier, guidance_class, guidance_scale)
         data_range, source = run_data_range(checkpoint, data.data)  # the model's units
         last = {}  # final step and x̂₀ box of registry samplers (samplers.final)
+        if sampler in LANGEVIN_SAMPLERS and final is not None:
+            raise ValueError(
+                f"--final applies to the registry's samplers; {sampler} ends with its own "
+                "denoising step (docs/mild.md)."
+            )
         if sampler not in LANGEVIN_SAMPLERS:
             adaptive = resolve(sampler, model).adaptive
             last = final_step_options(
@@ -394,6 +400,7 @@ def sample_command(
                 generator=gen,
                 return_trajectory=trajectory,
                 progress=progress,
+                **last,
             )
         else:
             res = fn(

@@ -112,6 +112,7 @@ def test_x0_range_projects_onto_the_box_and_counts_the_moves():
         ((1.0, -1.0), "lo ≤ hi"),
         ((float("nan"), 1.0), "two finite numbers"),
         (([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]), r"data shape \(2,\)"),
+        ((torch.zeros(3, 2), torch.ones(3, 2)), r"data shape \(2,\)"),  # broadcasts beyond
         (3.0, "x0_range must be"),
     ],
 )
@@ -136,3 +137,31 @@ def test_denoised_final_takes_the_samplers_default_grid():
     score = ExactGaussianScore(process, SIGMA2)
     res = denoised_final(SAMPLERS["strang"], score, process, (8, 2), 4)
     torch.testing.assert_close(res.times, time_grid(process, 4, "quadratic"))
+
+
+def test_denoise_judges_stability_on_the_users_steps_and_checks_one_step_options():
+    import warnings
+
+    process = P.cld()
+    score = ExactGaussianScore(process, SIGMA2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 50 em steps are at the limit: the inner 49 are fine
+        SAMPLERS["em"](score, process, (4, 2), 50, final="denoise")
+    with pytest.warns(UserWarning, match="em with 20 steps on the uniform grid"):
+        SAMPLERS["em"](score, process, (4, 2), 20, final="denoise")
+    with pytest.raises(ValueError, match="bad sampler option for a one-step run"):
+        SAMPLERS["em"](score, process, (4, 2), 1, final="denoise", nope=3)
+
+
+def test_velocity_models_refuse_the_denoising_jump_in_one_sentence():
+    from phasediff.samplers.final import final_step_options
+
+    class Velocity(torch.nn.Module):
+        parameterization = "velocity"
+
+        def forward(self, x, t):
+            return torch.zeros_like(x)
+
+    with pytest.raises(ValueError, match="final='denoise' is for score models"):
+        final_step_options("denoise", Velocity(), (-1, 1))
+    assert final_step_options(None, Velocity(), (-1, 1)) == {"final": "integrate", "x0_range": None}

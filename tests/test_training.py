@@ -250,6 +250,8 @@ def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path):
     assert 0 < summary["step"] < 100000
     meta, _ = load_checkpoint(tmp_path / "t" / "checkpoints")
     assert meta["step"] == summary["step"]  # the stop is saved, nothing is lost
+    rows = list(csv.DictReader(open(tmp_path / "t" / "metrics.csv")))
+    assert int(rows[-1]["step"]) == summary["step"]  # and logged up to it
     again = Trainer(cfg, tmp_path / "t", resume=True, progress=False)
     assert again.step == summary["step"]
     unlimited = Trainer(small("toy_cld"), tmp_path / "u", progress=False).fit()

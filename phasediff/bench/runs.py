@@ -60,6 +60,7 @@ def evaluate_run(
     sampler's and the feature pass's tqdm bars. ``final``: the drawn samples' last step
     (default: "denoise" for fixed-step samplers of score models; `phasediff.samplers.final`).
     """
+    from phasediff.data.sanity import run_data_range
     from phasediff.training import load_trained
 
     check_eval_options(
@@ -96,6 +97,7 @@ def evaluate_run(
         nll_tol=nll_tol,
         cache=cache,
         final=final,
+        data_range=run_data_range(run, data.data)[0],
         report={"run": str(run)},
         progress=progress,
     )

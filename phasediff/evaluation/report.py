@@ -327,6 +327,7 @@ def evaluate_model(
     report: dict[str, Any] | None = None,
     progress: bool = False,
     final: str | None = None,
+    data_range=None,
 ) -> dict[str, Any]:
     """Evaluate a loaded model; writes ``metrics.json`` and ``samples.png`` into ``out`` and
     returns the report (``report``'s entries first, e.g. the run it came from).
@@ -338,8 +339,9 @@ def evaluate_model(
     adds the held-out NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``).
     ``fid``/``fid_num``/``inception``: the Inception metrics of `evaluate_samples`.
     ``progress`` shows the sampler's and the feature pass's tqdm bars. ``final``: the drawn
-    samples' last step, as `TrainedRun.sample` (default "denoise" for score models, projected
-    onto the training set's range; `phasediff.samplers.final`).
+    samples' last step, as `TrainedRun.sample` (default "denoise" for fixed-step samplers of
+    score models, projected onto ``data_range``, the run's recorded `DataRange`, by default
+    that of the training set; `phasediff.samplers.final`).
     """
     from phasediff.data.sanity import DataRange
     from phasediff.evaluation.figures import compare_samples
@@ -371,9 +373,9 @@ def evaluate_model(
         report["samples"]["standardized"] = True
     if samples is None:
         entry = resolve(sampler, model)
-        fn = get_sampler(entry.name)  # with the entry's own options (ei1c: order 1, corrector)
+        fn = get_sampler(sampler)  # with the entry's own options (ei1c: order 1, corrector)
         grid = entry.default_grid if grid is None else grid
-        box = DataRange.of(data.data)
+        box = DataRange.of(data.data) if data_range is None else data_range
         last = final_step_options(final, model, (box.low, box.high), adaptive=entry.adaptive)
         n = 2000 if num is None else num
         t0 = time.perf_counter()

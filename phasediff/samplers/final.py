@@ -23,6 +23,7 @@ so a diverged sample is still reported as non-finite or far although its project
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -31,6 +32,12 @@ from phasediff.objectives.hamiltonian import is_velocity_model
 from phasediff.processes import LinearProcess
 from phasediff.samplers.base import Samples, check_shape
 from phasediff.samplers.dynamics import ModelDynamics, resolve_times, start_state
+from phasediff.samplers.stability import StabilityWarning, warn_if_unstable
+
+VELOCITY_FINAL = (
+    "final='denoise' is for score models; a velocity model (HGF, flow matching) ends with its "
+    "own sampler's last step: pass final='integrate' or leave final out."
+)
 
 FINAL_STEPS = ("integrate", "denoise")
 """`final` values: the sampler's own last step to t_min, or the denoiser jump from t_{N−1}."""
@@ -50,8 +57,9 @@ def check_x0_range(x0_range, data_shape: tuple[int, ...]) -> tuple[torch.Tensor,
         lo, hi = x0_range
         lo = torch.as_tensor(lo, dtype=torch.float64)
         hi = torch.as_tensor(hi, dtype=torch.float64)
-        torch.broadcast_shapes(lo.shape, tuple(data_shape))
-        torch.broadcast_shapes(hi.shape, tuple(data_shape))
+        for bound in (lo, hi):  # must broadcast *to* one sample's shape, not beyond it
+            if torch.broadcast_shapes(bound.shape, tuple(data_shape)) != tuple(data_shape):
+                raise ValueError
         ok = bool(torch.isfinite(lo).all() and torch.isfinite(hi).all() and (lo <= hi).all())
     except (TypeError, ValueError, RuntimeError):
         ok = False
@@ -67,7 +75,7 @@ def project_x0(x0: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[to
     """x̂₀ projected onto the box [lo, hi] and the number of coordinates that moved."""
     lo, hi = lo.to(device=x0.device, dtype=x0.dtype), hi.to(device=x0.device, dtype=x0.dtype)
     out = torch.maximum(torch.minimum(x0, hi), lo)
-    return out, int((out != x0).sum())
+    return out, int(((out != x0) & torch.isfinite(x0)).sum())  # NaN stays NaN, not "moved"
 
 
 def final_step_options(final: str | None, model, x0_range, *, adaptive: bool = False) -> dict:
@@ -79,7 +87,30 @@ def final_step_options(final: str | None, model, x0_range, *, adaptive: bool = F
     if final is None:
         final = "integrate" if adaptive or is_velocity_model(model) else "denoise"
     check_final(final)
+    if final == "denoise" and is_velocity_model(model):
+        raise ValueError(VELOCITY_FINAL)
     return {"final": final, "x0_range": x0_range if final == "denoise" else None}
+
+
+def _inner(sampler, model, process, shape, steps, times, z, generator, callback, trajectory,
+           device, dtype, options) -> Samples:  # fmt: skip
+    """The sampler's own first N − 1 steps on the first N points of its N-step grid, with the
+    noise of its last step kept (it is not the final one)."""
+    return sampler(
+        model,
+        process,
+        shape,
+        steps - 1,
+        grid=times[:-1].clone(),
+        denoise=False,
+        z=z,
+        generator=generator,
+        callback=callback,
+        return_trajectory=trajectory,
+        device=device,
+        dtype=dtype,
+        **options,
+    )
 
 
 def denoised_final(
@@ -110,23 +141,21 @@ def denoised_final(
     box = None if x0_range is None else check_x0_range(x0_range, shape[1:])
     options.pop("denoise", None)  # the truncated run's last step is not the final one
     if steps > 1:
-        res = sampler(
-            model,
-            process,
-            shape,
-            steps - 1,
-            grid=times[:-1].clone(),
-            denoise=False,
-            z=z,
-            generator=generator,
-            callback=callback,
-            return_trajectory=return_trajectory,
-            device=device,
-            dtype=dtype,
-            **options,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", StabilityWarning)  # judged below on the full grid
+            res = _inner(sampler, model, process, shape, steps, times, z, generator, callback,
+                         return_trajectory, device, dtype, options)  # fmt: skip
+        for w in caught:
+            if issubclass(w.category, StabilityWarning):  # the user's N steps, not N − 1
+                warn_if_unstable(process, times, w.message.method, grid)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         state, nfe, trajectory = res.z, res.nfe, list(res.trajectory)
     else:  # one step: the denoiser at T straight from the start state
+        try:  # the sampler is not called: its options are still checked
+            inspect.signature(sampler).bind_partial(model, process, shape, 1, **options)
+        except TypeError as exc:
+            raise ValueError(f"bad sampler option for a one-step run: {exc}.") from None
         full = (shape[0], process.k, *shape[1:])
         draw = lambda: process.prior_sample(shape, generator, device, dtype)  # noqa: E731
         state = start_state(full, z, draw, device, dtype)
@@ -159,6 +188,7 @@ def denoised_final(
 
 __all__ = [
     "FINAL_STEPS",
+    "VELOCITY_FINAL",
     "check_final",
     "check_x0_range",
     "denoised_final",

@@ -22,7 +22,7 @@ from types import MappingProxyType
 from phasediff.objectives.hamiltonian import is_velocity_model
 from phasediff.samplers.base import Samples
 from phasediff.samplers.exponential import exponential_integrator
-from phasediff.samplers.final import check_final, denoised_final
+from phasediff.samplers.final import VELOCITY_FINAL, check_final, denoised_final
 from phasediff.samplers.grids import GRIDS
 from phasediff.samplers.hamiltonian import hgf_dopri5, hgf_ei, hgf_euler, hgf_heun
 from phasediff.samplers.ode import ode_dopri5, ode_euler, ode_heun
@@ -311,18 +311,15 @@ def _with_final(entry: SamplerEntry, fn: Callable[..., Samples]) -> Callable[...
 
     def sampler(model, process, shape, steps, *, final="integrate", x0_range=None, **options):
         check_final(final)
-        if final == "integrate" or (is_velocity_model(model) and SCORE not in entry.kinds):
+        if final == "denoise" and is_velocity_model(model):
+            raise ValueError(VELOCITY_FINAL)
+        if final == "integrate":
             if x0_range is not None:
                 raise ValueError(
                     "x0_range bounds the x̂₀ of the denoising final step; pass final='denoise' "
-                    "with it (score models), or leave it out."
+                    "with it, or leave it out."
                 )
             return fn(model, process, shape, steps, **options)
-        if is_velocity_model(model):
-            raise ValueError(
-                f"final='denoise' is for score models; sampler {entry.name!r} hands velocity "
-                "models to their own position-ODE sampler, whose last step is its own."
-            )
         return denoised_final(fn, model, process, shape, steps, x0_range=x0_range, **options)
 
     update_wrapper(sampler, fn)

@@ -37,6 +37,16 @@ from phasediff.processes import LinearProcess
 from phasediff.processes.reverse import ReverseDynamics
 from phasediff.samplers.grids import time_grid
 
+
+class StabilityWarning(UserWarning):
+    """An explicit sampler asked for fewer steps than its stability limit; ``method`` names
+    the sampler (euler, heun, em)."""
+
+    def __init__(self, message: str, method: str = "") -> None:
+        super().__init__(message)
+        self.method = method
+
+
 FACTOR = 2.0
 """A run whose linearised steps can amplify an error by more than this is called unstable."""
 
@@ -138,19 +148,19 @@ def warn_if_unstable(
             else f"Euler–Maruyama loses samples below {floor} steps on phase-space processes, "
             "measured with the exact score of thin mixtures"
         )
-        warnings.warn(
+        message = (
             f"{method} with {steps} steps on {where} is beyond its stability limit for "
             f"this process ({why}); {need}, or a splitting or exponential sampler "
             "(lie_trotter, strang, ei1c), which have no such limit (docs/samplers.md, "
-            '"Stability limits").',
-            UserWarning,
-            stacklevel=_outside_caller_level(),
+            '"Stability limits").'
         )
+        warnings.warn(StabilityWarning(message, method), stacklevel=_outside_caller_level())
     return amp
 
 
 __all__ = [
     "EM_PHASE_SPACE_STEPS",
+    "StabilityWarning",
     "FACTOR",
     "METHODS",
     "amplification",

@@ -396,9 +396,39 @@ class TrainingRun:
             if new_file:
                 writer.writerow(fields)
             deadline = t_start + 60.0 * tc.time_limit if tc.time_limit else math.inf
+            grad_norm = math.nan
+
+            def log_row(grad_norm: float) -> None:
+                """One metrics.csv row (and TensorBoard scalars): the window's means."""
+                means = [
+                    sum(w[i] for w in window) / len(window) if window else math.nan
+                    for i in range(n)
+                ]
+                window.clear()
+                elapsed = time.perf_counter() - t_start
+                lr = self.lr_at(self.step)
+                writer.writerow(
+                    [
+                        self.step,
+                        *(f"{m:.6g}" for m in means),
+                        f"{lr:.6g}",
+                        f"{grad_norm:.4g}",
+                        f"{elapsed:.2f}",
+                        str(self.skipped),
+                    ]
+                )
+                fh.flush()
+                bar.set_postfix({self.averaged[-1]: f"{means[-1]:.4f}"})
+                if writer_tb is not None:
+                    for name, m in zip(self.averaged, means, strict=True):
+                        writer_tb.add_scalar(name, m, self.step)
+                    writer_tb.add_scalar("lr", lr, self.step)
+
             while self.step < target:
                 if time.perf_counter() >= deadline:  # train.time_limit: stop with a checkpoint
                     self.out_of_time = True
+                    if window:  # the partial window's row, so the log ends at the saved step
+                        log_row(grad_norm)
                     if main:
                         self.save()
                     break
@@ -409,29 +439,7 @@ class TrainingRun:
                     window.append(tuple(values))
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == target:
-                    means = [
-                        sum(w[i] for w in window) / len(window) if window else math.nan
-                        for i in range(n)
-                    ]
-                    window.clear()
-                    elapsed = time.perf_counter() - t_start
-                    lr = self.lr_at(self.step)
-                    writer.writerow(
-                        [
-                            self.step,
-                            *(f"{m:.6g}" for m in means),
-                            f"{lr:.6g}",
-                            f"{grad_norm:.4g}",
-                            f"{elapsed:.2f}",
-                            str(self.skipped),
-                        ]
-                    )
-                    fh.flush()
-                    bar.set_postfix({self.averaged[-1]: f"{means[-1]:.4f}"})
-                    if writer_tb is not None:
-                        for name, m in zip(self.averaged, means, strict=True):
-                            writer_tb.add_scalar(name, m, self.step)
-                        writer_tb.add_scalar("lr", lr, self.step)
+                    log_row(grad_norm)
                 if self.step % tc.ckpt_every == 0 or self.step == target:
                     self.save()
                 self.after_step()
