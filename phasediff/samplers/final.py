@@ -170,11 +170,13 @@ def denoised_final(
             x0, moved = project_x0(x0, *box)
         final = state.clone()
         final[:, 0] = x0
-    nfe += dyn.nfe
-    if return_trajectory:
-        trajectory.append(final.clone())
-    if callback is not None:
-        callback({"i": steps - 1, "t": float(times[-1]), "z": final, "denoised": x0, "nfe": nfe})
+        nfe += dyn.nfe
+        if callback is not None:  # in inference mode, as every sampler's own callbacks: it
+            # may edit z in place (inpainting pins the known pixels of the returned sample)
+            info = {"i": steps - 1, "t": float(times[-1]), "z": final, "denoised": x0}
+            callback({**info, "nfe": nfe})
+        if return_trajectory:
+            trajectory.append(final.clone())
     return Samples(
         x=final[:, 0],
         z=final,
