@@ -198,13 +198,7 @@ def fd_with_floor(
     floor_r = FD(B, A). Returns means over r: {"value", "floor", "ratio", "n_per_set",
     "splits"}; ratio ≈ 1 for a sampler of the data law, ≫ 1 for a poor one.
     """
-    s, h = _feature_pair(
-        sample_features,
-        held_out_features,
-        "sample_features",
-        "held_out_features",
-        "sample and held-out features",
-    )
+    s, h = _paired_features(sample_features, held_out_features)
     splits = check_int(splits, "splits")
     m = h.shape[0]
     if m < 4:
