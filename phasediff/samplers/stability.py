@@ -96,15 +96,32 @@ def measured_floor(process: LinearProcess, method: str) -> int:
     return EM_PHASE_SPACE_STEPS if method == "em" and process.k >= 2 else 1
 
 
+_LIMITS: dict[tuple[int, str, str, int], tuple[LinearProcess, int | None]] = {}
+"""stability_limit per (process, method, grid, max_steps): a bisection over grids of up to
+max_steps steps is too slow to repeat on every warned call (the process is kept with its
+entry, so a reused id() cannot alias another process)."""
+
+
 def stability_limit(
     process: LinearProcess, method: str, grid: str = "uniform", *, max_steps: int = 8192
 ) -> int | None:
     """The fewest steps on `grid` whose `amplification` is at most `FACTOR` (bisection; the
     amplification falls as steps grow) and that reach `measured_floor`, or None when even
     `max_steps` is not enough."""
+    key = (id(process), method, grid, max_steps)
+    hit = _LIMITS.get(key)
+    if hit is not None and hit[0] is process:
+        return hit[1]
     if amplification(process, max_steps, method, grid) > FACTOR:
-        return None
-    return max(_criterion_limit(process, method, grid, max_steps), measured_floor(process, method))
+        limit = None
+    else:
+        limit = max(
+            _criterion_limit(process, method, grid, max_steps), measured_floor(process, method)
+        )
+    if len(_LIMITS) > 256:  # a handful of processes per session; never grows without bound
+        _LIMITS.clear()
+    _LIMITS[key] = (process, limit)
+    return limit
 
 
 def _criterion_limit(process: LinearProcess, method: str, grid: str, max_steps: int) -> int:
