@@ -45,6 +45,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--minutes", type=float, default=0.0, help="equal wall-time budget")
     parser.add_argument("--final", default="integrate,denoise")
+    parser.add_argument(
+        "--noise-floor",
+        default="",
+        help="comma list of noise_floor values for the denoising jump (default: the library's)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--plan", default=DEFAULT_PLAN)
@@ -59,6 +64,7 @@ def main() -> None:
     from phasediff.data.sanity import run_data_range
     from phasediff.evaluation import evaluate_toy
     from phasediff.samplers import SAMPLERS
+    from phasediff.samplers.final import NOISE_FLOOR
     from phasediff.training import load_config, load_trained, train
 
     torch.set_num_threads(args.threads)
@@ -66,7 +72,10 @@ def main() -> None:
     for item in args.plan.split(","):
         name, steps, *grid = item.split(":")
         plan.append((name, int(steps), grid[0] if grid else None))
-    finals = [f for f in args.final.split(",") if f]
+    floors = [float(f) for f in args.noise_floor.split(",") if f] or [None]
+    finals = [
+        (f, fl) for f in args.final.split(",") if f for fl in (floors if f == "denoise" else [None])
+    ]
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.exists() else []
     jobs = [("run", str(r), []) for r in args.run]
@@ -108,10 +117,10 @@ def main() -> None:
         train_s = float(rows[-1].split(",")[-2]) if rows else train_s
         box, _ = run_data_range(run_dir, data.data)
         centers = data.mode_centers
-        for (sampler, steps, grid), final in [(p, f) for p in plan for f in finals]:
+        for (sampler, steps, grid), (final, floor) in [(p, f) for p in plan for f in finals]:
             kw = {"grid": grid} if grid else {}
             if final == "denoise":
-                kw.update(final="denoise", x0_range=(box.low, box.high))
+                kw.update(final="denoise", x0_range=(box.low, box.high), noise_floor=floor)
             gen = torch.Generator().manual_seed(args.seed)
             t1 = time.perf_counter()
             with warnings.catch_warnings():
@@ -149,6 +158,8 @@ def main() -> None:
                 "steps": steps,
                 "grid": grid or "default",
                 "final": final,
+                "noise_floor": NOISE_FLOOR if final == "denoise" and floor is None else floor,
+                "jump_t": float(res.times[-2]) if final == "denoise" else None,
                 "projected": res.projected,
                 "nfe": res.nfe,
                 "blown": blown,
@@ -159,7 +170,8 @@ def main() -> None:
             }
             results.append(row)
             print(
-                f"{name:>12} {sampler:>12}@{steps:<4}{grid or '':>9} {final:>9} nfe={res.nfe:<5} "
+                f"{name:>12} {sampler:>12}@{steps:<4}{grid or '':>9} {final:>9} "
+                f"{'' if row['noise_floor'] is None else row['noise_floor']:<6} nfe={res.nfe:<5} "
                 f"blown={blown:<5} "
                 f"sw2={row['sliced_w2_ratio'] or math.nan:.3f} "
                 f"mode={row['mode_sw2_ratio'] or math.nan:.3f}",

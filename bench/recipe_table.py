@@ -8,7 +8,8 @@ One row per (run, final step), one column per sampler@steps in the order the res
 them; a cell is the mode-resolved sliced-W2 ratio to the noise floor, with the number of blown
 samples (non-finite or beyond the bound) in brackets when there are any (they are left out of
 the ratio). `--value sliced` shows the plain sliced-W2 ratio instead; `--layout steps` puts
-one row per (run, sampler, final) and one column per step count.
+one row per (run, sampler, final) and one column per step count; `--layout floors` one row
+per (run, sampler@steps) of the denoising runs and one column per `noise_floor`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,26 @@ def render_by_steps(rows: list[dict], value: str = "mode", label: str = "variant
     return "\n".join(lines)
 
 
+def render_by_floor(rows: list[dict], value: str = "mode", label: str = "variant") -> str:
+    """One row per (run, sampler@steps (grid)) of the denoise rows, one column per noise
+    floor."""
+    rows = [r for r in rows if r.get("final") == "denoise"]
+    columns = sorted({float(r["noise_floor"]) for r in rows})
+    table: dict[tuple[str, str], dict[float, str]] = {}
+    for r in rows:
+        grid = "" if r["grid"] == "default" else f" ({r['grid']})"
+        key = (str(r[label]), f"{r['sampler']}@{r['steps']}{grid}")
+        ratio = r["mode_sw2_ratio"] if value == "mode" else r["sliced_w2_ratio"]
+        cell = "—" if ratio is None else f"{ratio:.2f}"
+        cell += f" ({r['blown']})" if r["blown"] else ""
+        table.setdefault(key, {})[float(r["noise_floor"])] = cell
+    head = f"| {label} | sampler | " + " | ".join(f"floor {c:g}" for c in columns) + " |"
+    lines = [head, "|" + "---|" * (2 + len(columns))]
+    for key, cells in table.items():
+        lines.append("| " + " | ".join([*key, *(cells.get(c, "") for c in columns)]) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results")
@@ -68,12 +89,12 @@ def main() -> None:
     parser.add_argument("--value", choices=("mode", "sliced"), default="mode")
     parser.add_argument("--label", default="variant")
     parser.add_argument("--docs", default="docs/benchmarks.md")
-    parser.add_argument("--layout", choices=("cells", "steps"), default="cells")
+    parser.add_argument("--layout", choices=("cells", "steps", "floors"), default="cells")
     args = parser.parse_args()
     from phasediff.bench import write_block
 
     rows = json.loads(Path(args.results).read_text())
-    draw = render_by_steps if args.layout == "steps" else render
+    draw = {"cells": render, "steps": render_by_steps, "floors": render_by_floor}[args.layout]
     body = (args.intro + "\n\n" if args.intro else "") + draw(rows, args.value, args.label)
     print(body)
     write_block(args.docs, args.block, body + "\n")

@@ -319,6 +319,15 @@ def sample_command(
             't_min (docs/samplers.md, "The final step").'
         ),
     ] = None,
+    noise_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="With the denoising final step: never jump from below the time where the "
+            "Gaussian reference's posterior std of x₀ is this fraction of σ_data (default "
+            "0.004, EDM's σ_min/σ_data; 0 = jump from the last grid time; docs/samplers.md, "
+            '"The noise floor").'
+        ),
+    ] = None,
     drop_bad: Annotated[
         bool,
         typer.Option(
@@ -369,15 +378,19 @@ def sample_command(
             model = _guided_model(model, process, classifier, guidance_class, guidance_scale)
         data_range, source = run_data_range(checkpoint, data.data)  # the model's units
         last = {}  # final step and x̂₀ box of registry samplers (samplers.final)
-        if sampler in LANGEVIN_SAMPLERS and final is not None:
+        if sampler in LANGEVIN_SAMPLERS and (final, noise_floor) != (None, None):
             raise ValueError(
-                f"--final applies to the registry's samplers; {sampler} ends with its own "
-                "denoising step (docs/mild.md)."
+                f"--final and --noise-floor apply to the registry's samplers; {sampler} ends "
+                "with its own denoising step (docs/mild.md)."
             )
         if sampler not in LANGEVIN_SAMPLERS:
             adaptive = resolve(sampler, model).adaptive
             last = final_step_options(
-                final, model, (data_range.low, data_range.high), adaptive=adaptive
+                final,
+                model,
+                (data_range.low, data_range.high),
+                adaptive=adaptive,
+                noise_floor=noise_floor,
             )
         if sampler in LANGEVIN_SAMPLERS:  # no time grid; not registry entries
             pass
@@ -452,6 +465,8 @@ def sample_command(
     report["grid"] = grid
     if last:
         report.update(final=last["final"], projected=res.projected)
+        if last["final"] == "denoise":  # where the jump was made from (the noise floor)
+            report["jump_t"] = float(res.times[-2]) if len(res.times) > 1 else None
     report.update(non_finite=check.non_finite, far=check.far)
     if drop_bad:
         report["written"] = num - check.bad

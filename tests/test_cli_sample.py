@@ -79,3 +79,30 @@ def test_demo_with_a_tiny_budget(tmp_path):
     assert {"value", "floor", "ratio"} <= set(report["metrics"]["sliced_w2"])
     for name in ("samples.png", "trajectories.png"):
         assert (tmp_path / name).stat().st_size > 5000
+
+
+def test_sample_noise_floor_sets_where_the_denoising_jump_is_made(run_dir, tmp_path):
+    from phasediff.objectives.preconditioning import unwrap
+    from phasediff.samplers.final import noise_floor_time
+    from phasediff.training import load_trained
+
+    model, process, _, _ = load_trained(run_dir)
+    args = ["sample", str(run_dir), "--sampler", "lie_trotter", "--steps", "20", "--num", "16"]
+    reports = {}
+    for floor in ("0", "0.02"):
+        out = tmp_path / f"f{floor}.npz"
+        res = CliRunner().invoke(app, [*args, "--out", str(out), "--noise-floor", floor])
+        assert res.exit_code == 0, res.output
+        reports[floor] = json.loads(res.stdout.strip().splitlines()[-1])
+    # hold: t_f(0.02) ≈ 0.03 lies far above the quadratic grid's t_{N−1} ≈ 0.0035, so the
+    # jump moves there; with 0 it is made from the grid's own t_{N−1}
+    t_f = noise_floor_time(process, float(unwrap(model).sigma_data), 0.02)
+    assert reports["0.02"]["jump_t"] == pytest.approx(t_f, rel=1e-9)
+    assert reports["0"]["jump_t"] < 0.2 * t_f
+    res = CliRunner().invoke(
+        app,
+        [*args, "--out", str(tmp_path / "x.npz"), "--final", "integrate", "--noise-floor", "0.01"],
+    )
+    assert res.exit_code == 2 and "noise_floor belongs to the denoising final step" in res.output
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "y.npz"), "--noise-floor", "2"])
+    assert res.exit_code == 2 and "noise_floor must be a number in [0, 1)" in res.output

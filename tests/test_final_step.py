@@ -8,7 +8,13 @@ import torch
 
 from phasediff import processes as P
 from phasediff.samplers import SAMPLERS
-from phasediff.samplers.final import check_x0_range, denoised_final, project_x0
+from phasediff.samplers.final import (
+    check_x0_range,
+    default_noise_floor,
+    denoised_final,
+    noise_floor_time,
+    project_x0,
+)
 from phasediff.samplers.grids import time_grid
 
 from .gaussian import ExactGaussianScore
@@ -37,7 +43,11 @@ def test_denoised_final_is_the_posterior_mean_of_exact_gaussian_states(name, ste
         score, process, (n, 2), steps, final="denoise", sigma_data=SIGMA2**0.5,
         generator=torch.Generator().manual_seed(0), dtype=torch.float64,
     )  # fmt: skip
-    t_last = float(time_grid(process, steps, "optimal")[-2])
+    # the jump is made from t_{N−1} of the optimal grid, or from the noise floor when that
+    # lies below it (5 steps: floor 0.05; hold: t_f ≈ 0.06 at σ_data = 1)
+    t_grid = float(time_grid(process, steps, "optimal")[-2])
+    t_last = max(t_grid, noise_floor_time(process, 1.0, default_noise_floor(steps)))
+    assert float(res.times[-2]) == pytest.approx(t_last, rel=1e-9)
     want = posterior_mean_variance(process, t_last, SIGMA2)
     got = float(res.x.var())
     # 2n = 40 000 scalar draws: the variance's relative standard error is √(2/40 000) = 0.7 %;
@@ -60,7 +70,7 @@ def test_integrate_is_the_sampler_itself_and_denoise_reports_the_jump():
     torch.testing.assert_close(a.x, b.x, rtol=0, atol=0)
     seen = []
     res = SAMPLERS["lie_trotter"](
-        score, process, (64, 2), 6, final="denoise", callback=seen.append,
+        score, process, (64, 2), 6, final="denoise", callback=seen.append, noise_floor=0,
         return_trajectory=True, generator=torch.Generator().manual_seed(1),
     )  # fmt: skip
     assert [info["i"] for info in seen] == list(range(6))
@@ -128,14 +138,14 @@ def test_bad_final_and_a_box_without_the_jump_are_refused():
     score = ExactGaussianScore(process, SIGMA2)
     with pytest.raises(ValueError, match="final must be one of integrate, denoise, got 'x0'"):
         SAMPLERS["em"](score, process, (4, 2), 3, final="x0")
-    with pytest.raises(ValueError, match="pass final='denoise' with it"):
+    with pytest.raises(ValueError, match="x0_range belongs to the denoising final step"):
         SAMPLERS["em"](score, process, (4, 2), 3, x0_range=(-1, 1))
 
 
 def test_denoised_final_takes_the_samplers_default_grid():
     process = P.hold()
     score = ExactGaussianScore(process, SIGMA2)
-    res = denoised_final(SAMPLERS["strang"], score, process, (8, 2), 4)
+    res = denoised_final(SAMPLERS["strang"], score, process, (8, 2), 4, noise_floor=0)
     torch.testing.assert_close(res.times, time_grid(process, 4, "quadratic"))
 
 
@@ -165,3 +175,78 @@ def test_velocity_models_refuse_the_denoising_jump_in_one_sentence():
     with pytest.raises(ValueError, match="final='denoise' is for score models"):
         final_step_options("denoise", Velocity(), (-1, 1))
     assert final_step_options(None, Velocity(), (-1, 1)) == {"final": "integrate", "x0_range": None}
+
+
+def reference_posterior_std_ratio(process, t: float, sigma2: float) -> float:
+    """√Var[x₀ | z_t] / σ for data N(0, σ²): Var[x₀ | z_t] = σ² − Var[E[x₀ | z_t]]."""
+    return ((sigma2 - posterior_mean_variance(process, t, sigma2)) / sigma2) ** 0.5
+
+
+@pytest.mark.parametrize("name", ["vp", "cld", "psld", "hold"])
+@pytest.mark.parametrize("floor", [0.004, 0.02])
+def test_noise_floor_time_is_where_the_reference_posterior_std_reaches_the_floor(name, floor):
+    process = getattr(P, name)()
+    t_f = noise_floor_time(process, 0.5**0.5, floor)
+    if t_f == process.t_min:  # VP and PSLD at 0.004: the floor lies below t_min already
+        assert reference_posterior_std_ratio(process, t_f, 0.5) >= floor
+        return
+    # the table is interpolated in log t on 512 log-spaced times: a 1 % error in the ratio
+    # (≈ 0.3–1 % in t, the ratio grows like t^(1/2)…t^(5/2)) is far above float64 noise
+    assert reference_posterior_std_ratio(process, t_f, 0.5) == pytest.approx(floor, rel=0.01)
+
+
+def test_the_jump_is_made_from_the_noise_floor_on_the_grids_own_shape():
+    process = P.hold()
+    score = ExactGaussianScore(process, SIGMA2)
+    assert default_noise_floor(20) == pytest.approx(5 / 400)  # max(0.01, 5/N²) ≤ 0.05
+    t_f = noise_floor_time(process, 1.0, default_noise_floor(20))
+    assert t_f > 10 * process.t_min  # k = 3: x is resolved to 1 % long before t_min
+    res = SAMPLERS["lie_trotter"](score, process, (8, 2), 20, final="denoise")
+    want = torch.cat([time_grid(process, 19, "quadratic", t_end=t_f), torch.tensor([1e-3])])
+    torch.testing.assert_close(res.times, want.to(torch.float64))
+    assert res.nfe == 20
+    # 0 = off: the plain N-step grid; an explicit grid tensor is used as given
+    off = SAMPLERS["lie_trotter"](score, process, (8, 2), 20, final="denoise", noise_floor=0)
+    torch.testing.assert_close(off.times, time_grid(process, 20, "quadratic"))
+    grid = time_grid(process, 20, "uniform")
+    given = SAMPLERS["lie_trotter"](score, process, (8, 2), 20, final="denoise", grid=grid)
+    torch.testing.assert_close(given.times, grid)
+    # a grid whose t_{N−1} is above the floor already is not changed (VP: t_f ≈ 1e-3 here,
+    # the uniform grid's t_{N−1} = 0.033)
+    vp = P.vp()
+    score = ExactGaussianScore(vp, SIGMA2)
+    res = SAMPLERS["ei1c"](score, vp, (8, 2), 30, final="denoise", grid="uniform")
+    torch.testing.assert_close(res.times, time_grid(vp, 30, "uniform"))
+
+
+@pytest.mark.parametrize("grid", ["uniform", "quadratic", "edm", "logb", "optimal"])
+def test_time_grid_ends_at_t_end_and_refuses_one_outside_the_interval(grid):
+    process = P.cld()
+    times = time_grid(process, 12, grid, t_end=0.01)
+    assert float(times[0]) == process.T and float(times[-1]) == pytest.approx(0.01, rel=1e-12)
+    assert bool((times[1:] < times[:-1]).all())
+    with pytest.raises(ValueError, match=r"t_end must be a time in \[t_min, T\)"):
+        time_grid(process, 12, grid, t_end=process.T)
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.0, float("nan"), "0.004", True])
+def test_bad_noise_floor_is_one_sentence(floor):
+    process = P.cld()
+    score = ExactGaussianScore(process, SIGMA2)
+    with pytest.raises(ValueError, match="noise_floor must be a number in"):
+        SAMPLERS["em"](score, process, (4, 2), 3, final="denoise", noise_floor=floor)
+
+
+def test_default_noise_floor_by_steps():
+    # the measured choices (docs/samplers.md, "The noise floor"): 0.05 at ≤ 10 steps, 0.01
+    # from 23 on, 5/N² between
+    assert [default_noise_floor(n) for n in (1, 10, 20, 23, 50, 1000)] == pytest.approx(
+        [0.05, 0.05, 0.0125, 0.01, 0.01, 0.01], rel=1e-3
+    )
+
+
+def test_a_noise_floor_without_the_jump_is_refused():
+    process = P.cld()
+    score = ExactGaussianScore(process, SIGMA2)
+    with pytest.raises(ValueError, match="noise_floor belongs to the denoising final step"):
+        SAMPLERS["em"](score, process, (4, 2), 3, noise_floor=0.01)

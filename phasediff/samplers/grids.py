@@ -19,38 +19,58 @@ GRIDS = ("uniform", "quadratic", "edm", "logb", "optimal")
 
 
 def time_grid(
-    process: LinearProcess, steps: int, grid: str = "uniform", rho: float = 7.0
+    process: LinearProcess,
+    steps: int,
+    grid: str = "uniform",
+    rho: float = 7.0,
+    *,
+    t_end: float | None = None,
 ) -> torch.Tensor:
-    """Decreasing float64 times T = t_0 > … > t_steps = t_min.
+    """Decreasing float64 times T = t_0 > … > t_steps = t_end (default t_min).
 
-    uniform: equal steps in t; quadratic: u ↦ 1 − (1 − u)², denser near t_min (PSLD's
+    uniform: equal steps in t; quadratic: u ↦ 1 − (1 − u)², denser near t_end (PSLD's
     quadratic striding); edm: EDM's ρ-spacing applied to the noise level σ(t) = √B(0, t)
-    (for VE this is EDM's σ; t = B⁻¹(σ²) exactly).
+    (for VE this is EDM's σ; t = B⁻¹(σ²) exactly). `t_end` in [t_min, T) ends the grid early
+    with the same shape (the denoising final step's noise floor, phasediff/samplers/final.py).
     """
     steps = check_int(steps, "steps")
     if grid not in GRIDS:
         raise ValueError(f"unknown time grid {grid!r}; valid grids are: {', '.join(GRIDS)}.")
+    end = _check_end(process, t_end)
     if grid == "optimal":
-        return optimal_grid(process, steps)
+        return optimal_grid(process, steps, t_end=t_end)
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     if grid == "edm":
         if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho}.")
-        ends = torch.tensor([process.T, process.t_min], dtype=torch.float64)
+        ends = torch.tensor([process.T, end], dtype=torch.float64)
         s_max, s_min = process.beta_integral(ends).sqrt().tolist()
         sigma = (s_max ** (1 / rho) + u * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
         times = process.schedule.inverse_integral(sigma**2)
-        times[0], times[-1] = process.T, process.t_min
+        times[0], times[-1] = process.T, end
         return times
     if grid == "logb":
-        ends = torch.tensor([process.T, process.t_min], dtype=torch.float64)
+        ends = torch.tensor([process.T, end], dtype=torch.float64)
         lo, hi = process.beta_integral(ends).log().tolist()
         times = process.schedule.inverse_integral((lo + u * (hi - lo)).exp())
-        times[0], times[-1] = process.T, process.t_min
+        times[0], times[-1] = process.T, end
         return times
     if grid == "quadratic":
         u = 1 - (1 - u) ** 2
-    return process.T + (process.t_min - process.T) * u
+    return process.T + (end - process.T) * u
+
+
+def _check_end(process: LinearProcess, t_end: float | None) -> float:
+    """t_end itself (t_min when None), or one sentence naming the valid range."""
+    if t_end is None:
+        return process.t_min
+    ok = isinstance(t_end, int | float) and not isinstance(t_end, bool)
+    if not (ok and process.t_min <= t_end < process.T):
+        raise ValueError(
+            f"t_end must be a time in [t_min, T) = [{process.t_min:g}, {process.T:g}), "
+            f"got {t_end!r}."
+        )
+    return float(t_end)
 
 
 def optimal_grid(
@@ -60,9 +80,10 @@ def optimal_grid(
     order: int = 2,
     sigma_data: float = 1.0,
     n_fine: int = 512,
+    t_end: float | None = None,
 ) -> torch.Tensor:
-    """Times T = t_0 > … > t_steps = t_min that equidistribute the local error of the
-    order-p exponential integrator on Gaussian data N(0, σ_data² I) (docs/samplers.md).
+    """Times T = t_0 > … > t_steps = t_end (default t_min) that equidistribute the local error
+    of the order-p exponential integrator on Gaussian data N(0, σ_data² I) (docs/samplers.md).
 
     Along an exact probability-flow trajectory of such data, x̂₀(λ) = κ(λ)ᵀ z_T is linear in
     the start z_T (λ = log B(0, t)); an Adams step of order p on [λ, λ + h] makes a local
@@ -73,16 +94,17 @@ def optimal_grid(
     steps = check_int(steps, "steps")
     check_order_eta(order, 0.0)
     sigma_data = check_positive(sigma_data, "sigma_data")
-    key = ("grid", steps, order, sigma_data, n_fine)
+    end = _check_end(process, t_end)
+    key = ("grid", steps, order, sigma_data, n_fine, end)
     return cached_per_grid(
-        key, process, lambda: _optimal_grid(process, steps, order, sigma_data, n_fine)
+        key, process, lambda: _optimal_grid(process, steps, order, sigma_data, n_fine, end)
     ).clone()
 
 
 def _optimal_grid(
-    process: LinearProcess, steps: int, order: int, sigma_data: float, n_fine: int
+    process: LinearProcess, steps: int, order: int, sigma_data: float, n_fine: int, end: float
 ) -> torch.Tensor:
-    fine = time_grid(process, n_fine, "logb")
+    fine = time_grid(process, n_fine, "logb", t_end=end)
     coef = exponential_coefficients(process, fine, 1, 0.0, substeps=4, sigma_data=sigma_data)
     e, Sigma, _ = process.marginal(fine)
     ref = torch.linalg.inv(Sigma + sigma_data**2 * e[:, :, None] * e[:, None, :])
@@ -109,7 +131,7 @@ def _optimal_grid(
     frac = (targets - cum[idx - 1]) / (cum[idx] - cum[idx - 1])
     lam_grid = lam[idx - 1] + frac * (lam[idx] - lam[idx - 1])
     times = process.schedule.inverse_integral(lam_grid.exp())
-    times[0], times[-1] = process.T, process.t_min
+    times[0], times[-1] = process.T, end
     return times
 
 

@@ -305,22 +305,31 @@ def _routed(entry: SamplerEntry) -> Callable[..., Samples]:
 
 def _with_final(entry: SamplerEntry, fn: Callable[..., Samples]) -> Callable[..., Samples]:
     """`fn` with the keywords ``final`` ("integrate", the default: the sampler's own last step
-    to t_min; "denoise": the denoiser jump from t_{N−1}, `phasediff.samplers.final`) and
-    ``x0_range`` (the box that jump's x̂₀ is projected onto). Velocity models keep their own
+    to t_min; "denoise": the denoiser jump from t_{N−1}, `phasediff.samplers.final`),
+    ``x0_range`` (the box that jump's x̂₀ is projected onto) and ``noise_floor`` (the jump is
+    not made from below the time where the reference posterior std of x₀ is that fraction of
+    σ_data; None = `default_noise_floor(steps)`, 0 = off). Velocity models keep their own
     last step."""
 
-    def sampler(model, process, shape, steps, *, final="integrate", x0_range=None, **options):
+    def sampler(
+        model, process, shape, steps, *, final="integrate", x0_range=None, noise_floor=None,
+        **options,
+    ):  # fmt: skip
         check_final(final)
         if final == "denoise" and is_velocity_model(model):
             raise ValueError(VELOCITY_FINAL)
         if final == "integrate":
-            if x0_range is not None:
-                raise ValueError(
-                    "x0_range bounds the x̂₀ of the denoising final step; pass final='denoise' "
-                    "with it, or leave it out."
-                )
+            for name, value in (("x0_range", x0_range), ("noise_floor", noise_floor)):
+                if value is not None:
+                    raise ValueError(
+                        f"{name} belongs to the denoising final step; pass final='denoise' "
+                        "with it, or leave it out."
+                    )
             return fn(model, process, shape, steps, **options)
-        return denoised_final(fn, model, process, shape, steps, x0_range=x0_range, **options)
+        return denoised_final(
+            fn, model, process, shape, steps, x0_range=x0_range, noise_floor=noise_floor,
+            **options,
+        )  # fmt: skip
 
     update_wrapper(sampler, fn)
     params = list(inspect.signature(fn).parameters.values())
@@ -328,6 +337,7 @@ def _with_final(entry: SamplerEntry, fn: Callable[..., Samples]) -> Callable[...
     extra = [
         inspect.Parameter("final", keyword, default="integrate", annotation="str"),
         inspect.Parameter("x0_range", keyword, default=None, annotation="tuple | None"),
+        inspect.Parameter("noise_floor", keyword, default=None, annotation="float | None"),
     ]
     sampler.__signature__ = inspect.signature(fn).replace(parameters=[*params, *extra])
     return sampler
