@@ -211,6 +211,11 @@ class ModelConfig(_Strict):
         0, ge=0, description="mlp: random Fourier features of the state (0 = none)"
     )
     fourier_scale: float = Field(8.0, gt=0.0, description="mlp: std of the Fourier frequencies")
+    init: Literal["kaiming", "torch"] = Field(
+        "kaiming",
+        description="mlp: hidden-layer init, He-normal with zero biases, or PyTorch's default "
+        "(which starts training on a loss plateau; docs/objectives.md, 'The loss plateau')",
+    )
     precondition: bool = Field(
         False,
         description="score models: the network regresses the standardised x₀ residual around "

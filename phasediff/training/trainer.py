@@ -209,6 +209,7 @@ def _build_network(
             fourier_features=mc.fourier_features,
             fourier_scale=mc.fourier_scale,
             fourier_seed=config.seed,
+            init=mc.init,
         )
     if len(data.data_shape) != 3:
         raise ValueError(
