@@ -64,7 +64,7 @@ def main() -> None:
     from phasediff.data.sanity import run_data_range
     from phasediff.evaluation import evaluate_toy
     from phasediff.samplers import SAMPLERS
-    from phasediff.samplers.final import NOISE_FLOOR
+    from phasediff.samplers.final import default_noise_floor
     from phasediff.training import load_config, load_trained, train
 
     torch.set_num_threads(args.threads)
@@ -158,7 +158,9 @@ def main() -> None:
                 "steps": steps,
                 "grid": grid or "default",
                 "final": final,
-                "noise_floor": NOISE_FLOOR if final == "denoise" and floor is None else floor,
+                "noise_floor": (
+                    default_noise_floor(steps) if final == "denoise" and floor is None else floor
+                ),
                 "jump_t": float(res.times[-2]) if final == "denoise" else None,
                 "projected": res.projected,
                 "nfe": res.nfe,
