@@ -55,7 +55,7 @@ class TrainedRun:
         **options: Any,
     ) -> Samples:
         """``n`` samples with `sampler` (default: `recommended_sampler` of the model, e.g.
-        Lie–Trotter for score models) at `steps` steps (default: the recommended count for
+        ei1c for score models) at `steps` steps (default: the recommended count for
         that sampler) on `grid` (default: the sampler's own). ``x`` is in the data's own units
         (a standardised points run maps it back; ``z`` stays in the model's units). ``seed``
         seeds a fresh generator

@@ -61,22 +61,22 @@ def test_load_exposes_model_process_config_and_data(cld_run):
 def test_sample_defaults_to_the_recommended_sampler_and_matches_the_cli(cld_run, tmp_path):
     run = phasediff.load(cld_run)
     s = run.sample(64, steps=5, seed=3)
-    # the recommended sampler of a score model is Lie–Trotter on its default (quadratic) grid,
-    # ending with the denoiser jump projected onto the run's recorded data range
+    # the recommended sampler of a score model is ei1c on its default (optimal) grid, ending
+    # with the denoiser jump projected onto the run's recorded data range
     box = run_data_range(cld_run, run.data.data)[0]
-    direct = SAMPLERS["lie_trotter"](
+    direct = SAMPLERS["ei1c"](
         run.model,
         run.process,
         (64, 2),
         5,
-        grid="quadratic",
+        grid="optimal",
         generator=torch.Generator().manual_seed(3),
         final="denoise",
         x0_range=(box.low, box.high),
     )
     torch.testing.assert_close(s.x, direct.x, rtol=0, atol=0)
     own = run.sample(64, steps=5, seed=3, final="integrate")  # the sampler's own last step
-    plain = SAMPLERS["lie_trotter"](
+    plain = SAMPLERS["ei1c"](
         run.model, run.process, (64, 2), 5, generator=torch.Generator().manual_seed(3)
     )
     torch.testing.assert_close(own.x, plain.x, rtol=0, atol=0)
@@ -119,7 +119,7 @@ def test_evaluate_accepts_samples_tensors_files_or_draws(cld_run, tmp_path):
     assert a["samples"]["num"] == 300
     assert (tmp_path / "a" / "metrics.json").is_file()
     drawn = run.evaluate(num=300, steps=5, out=tmp_path / "c")
-    assert drawn["samples"]["sampler"] == "lie_trotter" and drawn["samples"]["grid"] == "quadratic"
+    assert drawn["samples"]["sampler"] == "ei1c" and drawn["samples"]["grid"] == "optimal"
     assert drawn["metrics"] == a["metrics"]  # same seed, same sampler: the same samples
     ei = run.evaluate(s.x[:100], out=tmp_path / "d")  # a tensor of samples
     assert ei["samples"]["num"] == 100
