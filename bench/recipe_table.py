@@ -24,16 +24,11 @@ def render(rows: list[dict], value: str = "mode", label: str = "variant") -> str
     table: dict[tuple[str, str], dict[str, str]] = {}
     steps: dict[tuple[str, str], str] = {}
     for r in rows:
-        grid = "" if r["grid"] == "default" else f" ({r['grid']})"
-        col = f"{r['sampler']}@{r['steps']}{grid}"
+        col = f"{r['sampler']}@{r['steps']}{_grid(r)}"
         if col not in columns:
             columns.append(col)
         key = (str(r[label]), r.get("final", "integrate"))
-        ratio = r["mode_sw2_ratio"] if value == "mode" else r["sliced_w2_ratio"]
-        cell = "—" if ratio is None else f"{ratio:.2f}"
-        if r["blown"]:
-            cell += f" ({r['blown']})"
-        table.setdefault(key, {})[col] = cell
+        table.setdefault(key, {})[col] = _cell(r, value)
         steps[key] = f"{r.get('train_steps') or '?'}"
     head = f"| {label} | final | train steps | " + " | ".join(columns) + " |"
     lines = [head, "|" + "---|" * (3 + len(columns))]
@@ -43,42 +38,53 @@ def render(rows: list[dict], value: str = "mode", label: str = "variant") -> str
     return "\n".join(lines)
 
 
+def _cell(r: dict, value: str) -> str:
+    """The ratio of one result row, with its blown samples in brackets."""
+    ratio = r["mode_sw2_ratio"] if value == "mode" else r["sliced_w2_ratio"]
+    cell = "—" if ratio is None else f"{ratio:.2f}"
+    return cell + (f" ({r['blown']})" if r["blown"] else "")
+
+
+def _pivot(rows: list[dict], value: str, key, column, heads: list[str], name) -> str:
+    """A Markdown table with one row per key(r) and one column per sorted column(r)."""
+    columns = sorted({column(r) for r in rows})
+    table: dict[tuple, dict] = {}
+    for r in rows:
+        table.setdefault(key(r), {})[column(r)] = _cell(r, value)
+    lines = ["| " + " | ".join([*heads, *(name(c) for c in columns)]) + " |"]
+    lines.append("|" + "---|" * (len(heads) + len(columns)))
+    for k, cells in table.items():
+        lines.append("| " + " | ".join([*k, *(cells.get(c, "") for c in columns)]) + " |")
+    return "\n".join(lines)
+
+
+def _grid(r: dict) -> str:
+    return "" if r["grid"] == "default" else f" ({r['grid']})"
+
+
 def render_by_steps(rows: list[dict], value: str = "mode", label: str = "variant") -> str:
     """One row per (run, sampler (grid), final), one column per step count."""
-    columns: list[int] = sorted({int(r["steps"]) for r in rows})
-    table: dict[tuple[str, str, str], dict[int, str]] = {}
-    for r in rows:
-        grid = "" if r["grid"] == "default" else f" ({r['grid']})"
-        key = (str(r[label]), f"{r['sampler']}{grid}", r.get("final", "integrate"))
-        ratio = r["mode_sw2_ratio"] if value == "mode" else r["sliced_w2_ratio"]
-        cell = "—" if ratio is None else f"{ratio:.2f}"
-        cell += f" ({r['blown']})" if r["blown"] else ""
-        table.setdefault(key, {})[int(r["steps"])] = cell
-    head = f"| {label} | sampler | final | " + " | ".join(f"{c} steps" for c in columns) + " |"
-    lines = [head, "|" + "---|" * (3 + len(columns))]
-    for key, cells in table.items():
-        lines.append("| " + " | ".join([*key, *(cells.get(c, "") for c in columns)]) + " |")
-    return "\n".join(lines)
+    return _pivot(
+        rows,
+        value,
+        lambda r: (str(r[label]), f"{r['sampler']}{_grid(r)}", r.get("final", "integrate")),
+        lambda r: int(r["steps"]),
+        [label, "sampler", "final"],
+        lambda c: f"{c} steps",
+    )
 
 
 def render_by_floor(rows: list[dict], value: str = "mode", label: str = "variant") -> str:
     """One row per (run, sampler@steps (grid)) of the denoise rows, one column per noise
     floor."""
-    rows = [r for r in rows if r.get("final") == "denoise"]
-    columns = sorted({float(r["noise_floor"]) for r in rows})
-    table: dict[tuple[str, str], dict[float, str]] = {}
-    for r in rows:
-        grid = "" if r["grid"] == "default" else f" ({r['grid']})"
-        key = (str(r[label]), f"{r['sampler']}@{r['steps']}{grid}")
-        ratio = r["mode_sw2_ratio"] if value == "mode" else r["sliced_w2_ratio"]
-        cell = "—" if ratio is None else f"{ratio:.2f}"
-        cell += f" ({r['blown']})" if r["blown"] else ""
-        table.setdefault(key, {})[float(r["noise_floor"])] = cell
-    head = f"| {label} | sampler | " + " | ".join(f"floor {c:g}" for c in columns) + " |"
-    lines = [head, "|" + "---|" * (2 + len(columns))]
-    for key, cells in table.items():
-        lines.append("| " + " | ".join([*key, *(cells.get(c, "") for c in columns)]) + " |")
-    return "\n".join(lines)
+    return _pivot(
+        [r for r in rows if r.get("final") == "denoise"],
+        value,
+        lambda r: (str(r[label]), f"{r['sampler']}@{r['steps']}{_grid(r)}"),
+        lambda r: float(r["noise_floor"]),
+        [label, "sampler"],
+        lambda c: f"floor {c:g}",
+    )
 
 
 def main() -> None:
