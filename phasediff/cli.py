@@ -324,7 +324,8 @@ def sample_command(
         typer.Option(
             help="With the denoising final step: never jump from below the time where the "
             "Gaussian reference's posterior std of x₀ is this fraction of σ_data (default "
-            "0.004, EDM's σ_min/σ_data; 0 = jump from the last grid time; docs/samplers.md, "
+            "min(0.05, max(0.01, 5/N²)) for N steps; 0 = jump from the last grid time; "
+            "docs/samplers.md, "
             '"The noise floor").'
         ),
     ] = None,
