@@ -17,6 +17,10 @@ from phasediff.samplers.grids import GRIDS
 from phasediff.samplers.langevin import LANGEVIN_SAMPLERS
 from phasediff.samplers.registry import get_entry, grid_help, sampler_help
 
+INPAINT_DEFAULT = "lie_trotter"
+"""Sampler of `phasediff sample --inpaint` when none is named and the recommended one (ei1c)
+cannot continue from the state its callback pinned (docs/images.md)."""
+
 app = typer.Typer(
     name="phasediff",
     help="Exact phase-space diffusion models: VP/VE, CLD, PSLD, HOLD, critical(k), HGF.",
@@ -368,6 +372,8 @@ def sample_command(
         model, process, _, data = load_trained(checkpoint, ema=ema, allow_pickle=allow_pickle)
         if sampler is None:  # the registry's recommendation for this model (TrainedRun.sample)
             sampler, default_steps = recommended_sampler(model)
+            if (inpaint_mask is not None or known is not None) and not get_entry(sampler).inpaint:
+                sampler = INPAINT_DEFAULT  # ei1c's corrector cannot continue from an edited state
             fn = get_sampler(sampler)
             steps = default_steps if steps is None else steps
         steps = 50 if steps is None else steps

@@ -106,3 +106,19 @@ def test_sample_noise_floor_sets_where_the_denoising_jump_is_made(run_dir, tmp_p
     assert res.exit_code == 2 and "noise_floor belongs to the denoising final step" in res.output
     res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "y.npz"), "--noise-floor", "2"])
     assert res.exit_code == 2 and "noise_floor must be a number in [0, 1)" in res.output
+
+
+def test_inpaint_without_a_sampler_falls_back_to_one_that_can(run_dir, tmp_path):
+    # the recommended ei1c cannot continue from its callback's edited state; inpainting with no
+    # --sampler takes lie_trotter instead of failing (docs/images.md)
+    known = tmp_path / "known.npy"
+    mask = tmp_path / "mask.npy"
+    np.save(known, np.zeros((1, 2), dtype=np.float32))
+    np.save(mask, np.array([[True, False]]))
+    out = tmp_path / "i.npz"
+    args = ["sample", str(run_dir), "--steps", "5", "--num", "8", "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "--inpaint", str(mask), "--known", str(known)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["sampler"] == "lie_trotter"
+    np.testing.assert_array_equal(np.load(out)["x"][:, 0], 0.0)  # the known pixel is pinned
