@@ -46,7 +46,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from phasediff.objectives.hamiltonian import is_velocity_model
-from phasediff.objectives.preconditioning import unwrap
+from phasediff.objectives.preconditioning import reference_coefficients, unwrap
 from phasediff.processes import LinearProcess
 from phasediff.samplers.base import Samples, check_shape
 from phasediff.samplers.dynamics import ModelDynamics, resolve_times, start_state
@@ -70,6 +70,10 @@ docstring, `default_noise_floor`)."""
 FEW_STEPS_FLOOR = 5.0
 """c of the few-step floor c/N² of `default_noise_floor`."""
 
+MAX_NOISE_FLOOR = 0.05
+"""The cap of `default_noise_floor`: the best floor measured at 10 steps (0.1 and 0.2 were
+worse on every k ≥ 2 toy model)."""
+
 
 def default_noise_floor(steps: int) -> float:
     """min(0.05, max(NOISE_FLOOR, 5/N²)): 0.05 up to 10 steps, 0.0125 at 20, 0.01 from 23 on
@@ -80,7 +84,7 @@ def default_noise_floor(steps: int) -> float:
     7.35 → 4.42, HOLD 6.96 → 4.31, critical(4) 8.01 → 3.86), while at 20 and 50 steps 0.05
     was worse than 0.01–0.02 (docs/samplers.md, "The noise floor"). An error ∝ h² of a
     second-order step balanced against a blur ∝ floor gives the 1/N²."""
-    return min(0.05, max(NOISE_FLOOR, FEW_STEPS_FLOOR / max(int(steps), 1) ** 2))
+    return min(MAX_NOISE_FLOOR, max(NOISE_FLOOR, FEW_STEPS_FLOOR / max(int(steps), 1) ** 2))
 
 
 def check_noise_floor(noise_floor) -> float:
@@ -114,9 +118,8 @@ def _floor_time(process: LinearProcess, sigma_data: float, noise_floor: float) -
     lo = max(process.t_min, 1e-9 * process.T)
     t = lo * (process.T / lo) ** torch.linspace(0.0, 1.0, 512, dtype=torch.float64)
     t[-1] = process.T
-    e, _, L = process.marginal(t)
-    kappa = torch.linalg.solve_triangular(L, e[..., None], upper=False)[..., 0].pow(2).sum(-1)
-    ratio = torch.cummax((1.0 / (1.0 + sigma_data**2 * kappa)).sqrt(), 0)[0]  # c_out/σ_data
+    c_out = reference_coefficients(process, t.clamp(process.t_min, process.T), sigma_data)
+    ratio = torch.cummax(c_out["c_out"] / sigma_data, 0)[0]  # monotone up to rounding
     if noise_floor <= float(ratio[0]):
         return process.t_min
     if noise_floor >= float(ratio[-1]):
@@ -190,20 +193,16 @@ def final_step_options(
     box) for fixed-step samplers of score models, and the sampler's own last step for
     velocity models and adaptive solvers (dopri5 integrates to t_min accurately; its `steps`
     only set the output grid, so a jump from t_{N−1} would skip a long stretch); "integrate"
-    drops the box. `noise_floor` None is `default_noise_floor(steps)` of the sampler."""
+    drops the box. `noise_floor` None is left out (the sampler's `default_noise_floor`)."""
     if final is None:
         final = "integrate" if adaptive or is_velocity_model(model) else "denoise"
     check_final(final)
     if final == "denoise" and is_velocity_model(model):
         raise ValueError(VELOCITY_FINAL)
-    if noise_floor is not None:
-        if final != "denoise":
-            raise ValueError(
-                "noise_floor belongs to the denoising final step; it does not apply with "
-                f"final={final!r} (pass final='denoise', or leave noise_floor out)."
-            )
-        return {"final": final, "x0_range": x0_range, "noise_floor": check_noise_floor(noise_floor)}
-    return {"final": final, "x0_range": x0_range if final == "denoise" else None}
+    options = {"final": final, "x0_range": x0_range if final == "denoise" else None}
+    if noise_floor is not None:  # checked by the sampler (refused there without the jump)
+        options["noise_floor"] = noise_floor
+    return options
 
 
 def _inner(sampler, model, process, shape, steps, times, z, generator, callback, trajectory,
@@ -309,6 +308,7 @@ def denoised_final(
 __all__ = [
     "FINAL_STEPS",
     "FEW_STEPS_FLOOR",
+    "MAX_NOISE_FLOOR",
     "NOISE_FLOOR",
     "VELOCITY_FINAL",
     "check_final",
