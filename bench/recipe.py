@@ -13,8 +13,9 @@ NFE) of --plan, with each last step of --final ("integrate": the sampler's own s
 "denoise": the denoiser jump, x̂₀ projected onto the training data's range;
 phasediff/samplers/final.py), draws --num samples, counted as blown when non-finite or beyond
 --bound in any coordinate, and scored as ratios to the noise floor (plain and mode-resolved
-sliced W2). --run DIR (repeatable) scores existing runs (or one checkpoint's .json) instead
-of training.
+sliced W2). --x0-guard samples with the x̂₀ guard (phasediff/samplers/guard.py): rows then
+count in `guarded` the samples whose x̂₀ it moved, and `blown` only what escaped it. --run DIR
+(repeatable) scores existing runs (or one checkpoint's .json) instead of training.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def main() -> None:
         "--noise-floor",
         default="",
         help="comma list of noise_floor values for the denoising jump (default: the library's)",
+    )
+    parser.add_argument(
+        "--x0-guard",
+        action="store_true",
+        help="project x̂₀ of every network call onto the data's box (phasediff.samplers.guard)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variant", action="append", default=[])
@@ -121,6 +127,8 @@ def main() -> None:
             kw = {"grid": grid} if grid else {}
             if final == "denoise":
                 kw.update(final="denoise", x0_range=(box.low, box.high), noise_floor=floor)
+            if args.x0_guard:
+                kw.update(x0_range=(box.low, box.high), x0_guard=True)
             gen = torch.Generator().manual_seed(args.seed)
             t1 = time.perf_counter()
             with warnings.catch_warnings():
@@ -165,6 +173,9 @@ def main() -> None:
                 "projected": res.projected,
                 "nfe": res.nfe,
                 "blown": blown,
+                "x0_guard": args.x0_guard,
+                "guarded": res.guarded,
+                "guarded_far": res.guarded_far,
                 "sliced_w2_ratio": metrics["sliced_w2"]["ratio"],
                 "mode_sw2_ratio": (metrics.get("mode_sliced_w2") or {}).get("ratio"),
                 "max_abs": float(raw[torch.isfinite(raw).all(1)].abs().max()) if blown else None,
@@ -175,6 +186,7 @@ def main() -> None:
                 f"{name:>12} {sampler:>12}@{steps:<4}{grid or '':>9} {final:>9} "
                 f"{'' if row['noise_floor'] is None else row['noise_floor']:<6} nfe={res.nfe:<5} "
                 f"blown={blown:<5} "
+                f"{'' if res.guarded is None else f'guarded={res.guarded}/{res.guarded_far} '}"
                 f"sw2={row['sliced_w2_ratio'] or math.nan:.3f} "
                 f"mode={row['mode_sw2_ratio'] or math.nan:.3f}",
                 flush=True,

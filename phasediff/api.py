@@ -63,7 +63,10 @@ class TrainedRun:
         of score models, "integrate" for dopri5 and velocity models): the last
         step jumps to the denoiser x̂₀, projected onto the training data's recorded range
         (``samples.projected`` counts the coordinates moved); "integrate" keeps the sampler's
-        own last step (docs/samplers.md, "The final step"). ``options`` go to the sampler
+        own last step (docs/samplers.md, "The final step"). Score models are sampled with the
+        x̂₀ guard (``x0_guard=False`` turns it off): the denoiser of every network call is
+        projected onto that range, and ``samples.guarded`` counts the samples it moved
+        (docs/samplers.md, "The x̂₀ guard"). ``options`` go to the sampler
         (``progress=True``, ``callback``, ``return_trajectory``, ``corrector``, …;
         docs/samplers.md). Samples that
         are not finite or lie far outside the training data's range are counted in
@@ -92,6 +95,7 @@ class TrainedRun:
                 self.model,
                 options.pop("x0_range", (data_range.low, data_range.high)),
                 adaptive=entry.adaptive,
+                x0_guard=options.pop("x0_guard", None),
             ),
             **options,
         )

@@ -333,6 +333,15 @@ def sample_command(
             '"The noise floor").'
         ),
     ] = None,
+    x0_guard: Annotated[
+        bool | None,
+        typer.Option(
+            "--x0-guard/--no-x0-guard",
+            help="Project the denoiser x̂₀ of every network call onto the training data's "
+            "recorded range (default: on for score models; the JSON line's 'guarded' counts "
+            'the samples it moved; docs/samplers.md, "The x̂₀ guard").',
+        ),
+    ] = None,
     drop_bad: Annotated[
         bool,
         typer.Option(
@@ -385,10 +394,10 @@ def sample_command(
             model = _guided_model(model, process, classifier, guidance_class, guidance_scale)
         data_range, source = run_data_range(checkpoint, data.data)  # the model's units
         last = {}  # final step and x̂₀ box of registry samplers (samplers.final)
-        if sampler in LANGEVIN_SAMPLERS and (final, noise_floor) != (None, None):
+        if sampler in LANGEVIN_SAMPLERS and (final, noise_floor, x0_guard) != (None,) * 3:
             raise ValueError(
-                f"--final and --noise-floor apply to the registry's samplers; {sampler} ends "
-                "with its own denoising step (docs/mild.md)."
+                f"--final, --noise-floor and --x0-guard apply to the registry's samplers; "
+                f"{sampler} ends with its own denoising step (docs/mild.md)."
             )
         if sampler not in LANGEVIN_SAMPLERS:
             adaptive = resolve(sampler, model).adaptive
@@ -398,6 +407,7 @@ def sample_command(
                 (data_range.low, data_range.high),
                 adaptive=adaptive,
                 noise_floor=noise_floor,
+                x0_guard=x0_guard,
             )
         if sampler in LANGEVIN_SAMPLERS:  # no time grid; not registry entries
             pass
@@ -472,6 +482,7 @@ def sample_command(
     report["grid"] = grid
     if last:
         report.update(final=last["final"], projected=res.projected)
+        report.update(guarded=res.guarded, guarded_far=res.guarded_far)
         if last["final"] == "denoise":  # where the jump was made from (the noise floor)
             report["jump_t"] = float(res.times[-2]) if len(res.times) > 1 else None
     report.update(non_finite=check.non_finite, far=check.far)

@@ -61,25 +61,35 @@ def test_load_exposes_model_process_config_and_data(cld_run):
 def test_sample_defaults_to_the_recommended_sampler_and_matches_the_cli(cld_run, tmp_path):
     run = phasediff.load(cld_run)
     s = run.sample(64, steps=5, seed=3)
-    # the recommended sampler of a score model is ei1c on its default (optimal) grid, ending
-    # with the denoiser jump projected onto the run's recorded data range
+    # the recommended sampler of a score model is ei1c on its default (auto) grid, ending
+    # with the denoiser jump projected onto the run's recorded data range, and the x̂₀ guard
+    # on that range at every call
     box = run_data_range(cld_run, run.data.data)[0]
     direct = SAMPLERS["ei1c"](
         run.model,
         run.process,
         (64, 2),
         5,
-        grid="optimal",
+        grid="auto",
         generator=torch.Generator().manual_seed(3),
         final="denoise",
         x0_range=(box.low, box.high),
+        x0_guard=True,
     )
     torch.testing.assert_close(s.x, direct.x, rtol=0, atol=0)
+    assert s.guarded == direct.guarded and isinstance(s.guarded, int)
     own = run.sample(64, steps=5, seed=3, final="integrate")  # the sampler's own last step
     plain = SAMPLERS["ei1c"](
+        run.model, run.process, (64, 2), 5, generator=torch.Generator().manual_seed(3),
+        x0_range=(box.low, box.high), x0_guard=True,
+    )  # fmt: skip
+    torch.testing.assert_close(own.x, plain.x, rtol=0, atol=0)
+    bare = run.sample(64, steps=5, seed=3, final="integrate", x0_guard=False)  # no guard
+    unguarded = SAMPLERS["ei1c"](
         run.model, run.process, (64, 2), 5, generator=torch.Generator().manual_seed(3)
     )
-    torch.testing.assert_close(own.x, plain.x, rtol=0, atol=0)
+    torch.testing.assert_close(bare.x, unguarded.x, rtol=0, atol=0)
+    assert bare.guarded is None
     assert not torch.equal(own.x, s.x)
     assert s.nfe == 5 and run.sample(64, seed=3).nfe == 50  # default steps: 50
     out = tmp_path / "s.npz"
@@ -99,7 +109,7 @@ def test_sample_takes_any_registry_sampler_and_its_options(cld_run):
     assert run.sample(16, "ei", 3).nfe == 3  # ei at its own (optimal) grid
     # a registry name keeps its entry's options (ei1c: order 1 with the corrector)
     for name in ("ei1c", "eic", "ei3"):
-        got = run.sample(16, name, 4, seed=2, final="integrate")
+        got = run.sample(16, name, 4, seed=2, final="integrate", x0_guard=False)
         want = SAMPLERS[name](
             run.model, run.process, (16, 2), 4, generator=torch.Generator().manual_seed(2)
         )
@@ -119,7 +129,7 @@ def test_evaluate_accepts_samples_tensors_files_or_draws(cld_run, tmp_path):
     assert a["samples"]["num"] == 300
     assert (tmp_path / "a" / "metrics.json").is_file()
     drawn = run.evaluate(num=300, steps=5, out=tmp_path / "c")
-    assert drawn["samples"]["sampler"] == "ei1c" and drawn["samples"]["grid"] == "optimal"
+    assert drawn["samples"]["sampler"] == "ei1c" and drawn["samples"]["grid"] == "auto"
     assert drawn["metrics"] == a["metrics"]  # same seed, same sampler: the same samples
     ei = run.evaluate(s.x[:100], out=tmp_path / "d")  # a tensor of samples
     assert ei["samples"]["num"] == 100
@@ -202,5 +212,9 @@ def test_cli_sample_and_eval_take_the_final_step(cld_run, tmp_path):
     # dopri5 keeps integrating by default: its steps only set the output grid
     run = phasediff.load(cld_run)
     gen = torch.Generator().manual_seed(0)  # sample()'s default seed
-    want = SAMPLERS["dopri5"](run.model, run.process, (8, 2), 4, generator=gen)
+    box = run_data_range(cld_run, run.data.data)[0]
+    want = SAMPLERS["dopri5"](
+        run.model, run.process, (8, 2), 4, generator=gen, x0_range=(box.low, box.high),
+        x0_guard=True,
+    )  # fmt: skip
     torch.testing.assert_close(run.sample(8, "dopri5", 4).x, want.x, rtol=0, atol=0)

@@ -65,8 +65,10 @@ def test_eval_samples_a_run_and_writes_metrics(run_dir: Path, tmp_path: Path) ->
         assert entry["floor"] > 0 and entry["ratio"] == pytest.approx(
             entry["value"] / entry["floor"]
         )
-    # 30 training steps and 4 sampler steps: far from the data, far above the floor.
-    assert toy["sliced_w2"]["ratio"] > 2.0
+    # 30 training steps and 4 sampler steps: far from the data, far above the floor (1.89
+    # measured with the default x̂₀ guard; a trained model scores 1.0–1.5).
+    assert toy["sliced_w2"]["ratio"] > 1.6
+    assert report["samples"]["guarded"] >= 0
     assert (out / "samples.png").stat().st_size > 5000
     headline = json.loads(res.stdout.strip().splitlines()[0])
     assert headline["sliced_w2"] == toy["sliced_w2"]

@@ -94,7 +94,7 @@ def test_exponential_integrator_is_exact_for_its_reference_gaussian(name, order)
 
 @pytest.mark.parametrize("name", ["vp", "cld", "psld", "hold"])
 def test_exponential_integrator_order_two_converges_at_second_order(name):
-    # reference data N(0, 1) ≠ the data N(0, 0.25), default "optimal" grid
+    # reference data N(0, 1) ≠ the data N(0, 0.25), default grid ("auto": optimal here)
     e40, e80 = (rel_error(exponential_integrator, name, n, order=2) for n in (40, 80))
     # second order: ×4 per doubling; measured 3.8–6.4 here (pre-asymptotic cld/psld are
     # faster). A first-order method gives ≈ 2, so 3.2 separates the two.
@@ -141,7 +141,9 @@ def test_corrected_exponential_integrator_at_10_nfe_beats_strang_at_20_nfe(name)
     """Issue 10's acceptance item. Measured (relative variance error): eic at 10 NFE 0.015
     (vp), 0.10 (cld), 0.058 (psld), 0.065 (hold), 0.063 (critical(4)); Strang at 20 NFE
     0.13–0.26. Without the corrector `ei` fails it on hold and critical(4) (0.53, 0.42)."""
-    eic = rel_error(SAMPLERS["eic"], name, 10)
+    # on the optimal grid: the default "auto" takes logb at 10 steps, better on trained
+    # models and worse on Gaussian data (docs/samplers.md, "Few steps")
+    eic = rel_error(SAMPLERS["eic"], name, 10, grid="optimal")
     assert eic < _strang_error(name, 20), eic
     assert eic < 0.12  # …and is small in absolute terms
 

@@ -40,7 +40,7 @@ def test_denoised_final_is_the_posterior_mean_of_exact_gaussian_states(name, ste
     # variance is taken out)
     n = 20000
     res = SAMPLERS["ei1"](
-        score, process, (n, 2), steps, final="denoise", sigma_data=SIGMA2**0.5,
+        score, process, (n, 2), steps, grid="optimal", final="denoise", sigma_data=SIGMA2**0.5,
         generator=torch.Generator().manual_seed(0), dtype=torch.float64,
     )  # fmt: skip
     # the jump is made from t_{N−1} of the optimal grid, or from the noise floor when that
@@ -219,7 +219,7 @@ def test_the_jump_is_made_from_the_noise_floor_on_the_grids_own_shape():
     torch.testing.assert_close(res.times, time_grid(vp, 30, "uniform"))
 
 
-@pytest.mark.parametrize("grid", ["uniform", "quadratic", "edm", "logb", "optimal"])
+@pytest.mark.parametrize("grid", ["uniform", "quadratic", "edm", "logb", "optimal", "auto"])
 def test_time_grid_ends_at_t_end_and_refuses_one_outside_the_interval(grid):
     process = P.cld()
     times = time_grid(process, 12, grid, t_end=0.01)

@@ -139,7 +139,7 @@ def _sample(run_dir, out, *extra):
 def test_the_cli_warns_counts_and_keeps_or_drops(run_dir, tmp_path, poisoned_sampler, monkeypatch):
     from phasediff.training import plots
 
-    res = _sample(run_dir, tmp_path / "s.npz")
+    res = _sample(run_dir, tmp_path / "s.npz", "--no-x0-guard")  # the guard: at the end
     assert res.exit_code == 0, res.output
     warning = [line for line in res.stderr.splitlines() if line.startswith("warning: ")]
     assert len(warning) == 1, res.stderr
@@ -156,18 +156,24 @@ def test_the_cli_warns_counts_and_keeps_or_drops(run_dir, tmp_path, poisoned_sam
     assert not np.isfinite(saved["x"][0]).all() and np.abs(saved["x"][1]).max() < 10
     assert report["final"] == "denoise" and report["projected"] >= 1
     assert (tmp_path / "s.png").exists()  # drawn from the sane samples
-    res = _sample(run_dir, tmp_path / "i.npz", "--final", "integrate")  # no projection
+    res = _sample(run_dir, tmp_path / "i.npz", "--final", "integrate", "--no-x0-guard")
     assert res.exit_code == 0 and "1 of 32 lie far" in res.stderr, res.output
     assert np.abs(np.load(tmp_path / "i.npz")["x"][1]).max() > 1e3
 
     monkeypatch.setattr(plots, "save_samples", lambda *args, **kwargs: None)  # drawn above
-    res = _sample(run_dir, tmp_path / "d.npz", "--drop-bad")
+    res = _sample(run_dir, tmp_path / "d.npz", "--drop-bad", "--no-x0-guard")
     assert res.exit_code == 0, res.output
     assert "left out of" in res.stderr
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["written"] == 30 and report["non_finite"] == 1
     saved = np.load(tmp_path / "d.npz")
     assert saved["x"].shape == (30, 2) and np.isfinite(saved["x"]).all() and "ok" not in saved
+    # the default x̂₀ guard projects the exploded row at every call and counts it as guarded
+    res = _sample(run_dir, tmp_path / "g.npz")
+    assert res.exit_code == 0 and "1 of 32 samples are not finite" in res.stderr, res.output
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["far"] == 0 and report["non_finite"] == 1
+    assert report["guarded"] >= 2 and report["guarded_far"] >= 2
 
 
 def test_a_sane_sample_says_nothing(run_dir, tmp_path, monkeypatch):
@@ -191,8 +197,14 @@ def test_trained_run_sample_counts_and_warns(run_dir):
     assert (clean.sanity.non_finite, clean.sanity.far) == (0, 0)
     run.model = _poisoned(run.model)
     with pytest.warns(SampleWarning, match=r"1 of 16 samples are not finite.*1 of 16 lie far"):
-        bad = run.sample(16, "em", 30)
+        bad = run.sample(16, "em", 30, x0_guard=False)
     assert bad.sanity.as_dict()["non_finite"] == 1 and bad.sanity.far == 1
     assert bad.sanity.ok.tolist() == [False, False] + [True] * 14
     assert math.isnan(float(bad.x[0, 0])) and bad.x.shape == (16, 2)  # kept, not dropped
     assert bad.projected >= 1 and float(bad.unprojected[1].abs().max()) > 1e3  # counted raw
+    # with the x̂₀ guard (the default) the exploded output is projected at every call: that
+    # sample is counted as guarded instead; the NaN one stays NaN and is still counted
+    with pytest.warns(SampleWarning, match=r"1 of 16 samples are not finite"):
+        guarded = run.sample(16, "em", 30)
+    assert guarded.sanity.non_finite == 1 and guarded.sanity.far == 0
+    assert guarded.guarded >= 2 and guarded.guarded_far >= 2  # both poisoned rows (NaN too)

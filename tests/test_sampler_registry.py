@@ -19,7 +19,7 @@ from phasediff import processes as P
 from phasediff.cli import app
 from phasediff.samplers import GRIDS, REGISTRY, SAMPLERS, exponential_integrator, get_sampler
 from phasediff.samplers.conditional import INPAINT_SAMPLERS, inpaint
-from phasediff.samplers.grids import optimal_grid, time_grid
+from phasediff.samplers.grids import FEW_STEPS, optimal_grid, time_grid
 from phasediff.samplers.registry import (
     SCORE,
     VELOCITY,
@@ -52,11 +52,11 @@ ALL = (
     "hgf_ei",
 )
 DEFAULT_GRID = {name: "uniform" for name in ALL} | {
-    "ei": "optimal",
-    "ei1": "optimal",
-    "ei3": "optimal",
-    "eic": "optimal",
-    "ei1c": "optimal",
+    "ei": "auto",  # logb up to 15 steps, optimal above
+    "ei1": "auto",  # logb up to 15 steps, optimal above
+    "ei3": "auto",  # logb up to 15 steps, optimal above
+    "eic": "auto",  # logb up to 15 steps, optimal above
+    "ei1c": "auto",  # logb up to 15 steps, optimal above
     "hgf_ei": "quadratic",
     "lie_trotter": "quadratic",  # fine steps near t_min: docs/samplers.md, "Default grids"
     "strang": "quadratic",
@@ -93,7 +93,7 @@ def test_every_sampler_has_one_entry_and_samplers_derive_from_it():
     assert REGISTRY["eic"].options == {"order": 2, "corrector": True}
     assert sampler_names(SCORE) == ALL[:12] and sampler_names(VELOCITY) == ALL[12:]
     assert sampler_names(adaptive=True) == ("dopri5", "hgf_dopri5")
-    assert GRIDS == ("uniform", "quadratic", "edm", "logb", "optimal")
+    assert GRIDS == ("uniform", "quadratic", "edm", "logb", "optimal", "auto")
 
 
 def test_bench_and_inpainting_lists_come_from_the_registry():
@@ -205,30 +205,49 @@ def test_help_lists_every_sampler_with_its_default_grid_and_every_grid(command):
     text = _flat(res.output)
     for name in ALL:
         assert f"{name} ({DEFAULT_GRID[name]})" in text, name
-    assert "Time grid: uniform, quadratic, edm, logb, optimal." in text
+    assert "Time grid: uniform, quadratic, edm, logb, optimal, auto." in text
     assert "Default: the sampler's own" in text
 
 
-def test_sample_ei_without_grid_uses_optimal_and_equals_the_python_call(run_dir, tmp_path):
+@pytest.mark.parametrize(("steps", "resolved"), [(6, "logb"), (16, "optimal")])
+def test_sample_ei_without_grid_uses_auto_and_equals_the_python_call(
+    run_dir, tmp_path, steps, resolved
+):
     out = tmp_path / "ei.npz"
-    args = ["sample", str(run_dir), "--sampler", "ei", "--steps", "6", "--num", "64"]
-    args += ["--final", "integrate"]  # the integrator itself (the default jump: test_final_step)
+    args = ["sample", str(run_dir), "--sampler", "ei", "--steps", str(steps), "--num", "64"]
+    # the integrator itself (the default jump: test_final_step; the x̂₀ guard: test_x0_guard)
+    args += ["--final", "integrate", "--no-x0-guard"]
     res = CliRunner().invoke(app, [*args, "--seed", "3", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout.strip().splitlines()[-1])["grid"] == "optimal"
+    assert json.loads(res.stdout.strip().splitlines()[-1])["grid"] == "auto"
     saved = np.load(out)
     model, process, _, _ = load_trained(run_dir, ema=True)
-    ref = exponential_integrator(
-        model, process, (64, 2), 6, grid="optimal", generator=torch.Generator().manual_seed(3)
+    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    ref = exponential_integrator(model, process, (64, 2), steps, grid=resolved, generator=gen())
+    # "auto" is logb up to 15 steps and the order-2 optimal grid above (grids.FEW_STEPS)
+    want = (
+        time_grid(process, steps, resolved) if resolved == "logb" else optimal_grid(process, steps)
     )
-    np.testing.assert_allclose(saved["times"], optimal_grid(process, 6).numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(saved["times"], want.numpy(), rtol=0, atol=0)
     np.testing.assert_allclose(saved["x"], ref.x.numpy(), rtol=1e-6, atol=1e-6)
-    assert int(saved["nfe"]) == ref.nfe == 6
+    assert int(saved["nfe"]) == ref.nfe == steps
     # the old CLI behaviour (uniform) gives other samples: the default grid matters here
     uniform = exponential_integrator(
-        model, process, (64, 2), 6, grid="uniform", generator=torch.Generator().manual_seed(3)
+        model, process, (64, 2), steps, grid="uniform", generator=gen()
     )
     assert not np.allclose(saved["x"], uniform.x.numpy(), atol=1e-3)
+
+
+def test_auto_grid_switches_at_few_steps():
+    process = P.hold()
+    for steps in (1, 10, FEW_STEPS):
+        torch.testing.assert_close(
+            time_grid(process, steps, "auto"), time_grid(process, steps, "logb"), rtol=0, atol=0
+        )
+    for steps in (FEW_STEPS + 1, 50):
+        torch.testing.assert_close(
+            time_grid(process, steps, "auto"), optimal_grid(process, steps), rtol=0, atol=0
+        )
 
 
 def test_sample_refuses_a_sampler_for_another_model_kind(run_dir, tmp_path):

@@ -400,6 +400,8 @@ def evaluate_model(
             "seed": seed,
             "final": last["final"],
             "projected": res.projected,
+            "guarded": res.guarded,
+            "guarded_far": res.guarded_far,
         }
     report["metrics"] = evaluate_samples(
         x,

@@ -24,7 +24,10 @@ class Samples:
     trajectory: states at every grid time when requested (list of (B, k, *data)); sanity:
     the counts of non-finite and far-out samples (`phasediff.data.sanity.SampleCheck`) when
     a trained run was sampled (`TrainedRun.sample`), None from a bare sampler; projected: the
-    coordinates of x̂₀ moved onto `x0_range` by a denoising final step (`samplers.final`)."""
+    coordinates of x̂₀ moved onto `x0_range` by a denoising final step (`samplers.final`);
+    guarded: the samples whose x̂₀ the x̂₀ guard moved at some network call
+    (`samplers.guard`), None when the sampler ran without it; guarded_far: those it moved by
+    more than the box's width (or whose x̂₀ was not finite)."""
 
     x: torch.Tensor
     z: torch.Tensor
@@ -34,6 +37,8 @@ class Samples:
     sanity: Any = None
     projected: int = 0
     unprojected: torch.Tensor | None = None
+    guarded: int | None = None
+    guarded_far: int | None = None
 
 
 class CountingModel:

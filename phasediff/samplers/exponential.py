@@ -44,7 +44,7 @@ from phasediff.samplers.ei_coefficients import (
     check_order_eta,
     exponential_coefficients,
 )
-from phasediff.samplers.grids import optimal_grid
+from phasediff.samplers.grids import optimal_grid, resolve_auto
 
 
 def _check_options(model, order, eta, sigma_data, corrector) -> float:
@@ -101,7 +101,7 @@ def exponential_integrator(
     shape: tuple[int, ...],
     steps: int,
     *,
-    grid: str | torch.Tensor = "optimal",
+    grid: str | torch.Tensor = "auto",
     denoise: bool = True,
     order: int = 2,
     eta: float = 0.0,
@@ -122,8 +122,9 @@ def exponential_integrator(
     mass), so with the exact score of such data the sampler is exact for any step count.
     `eta` = 0 integrates the PF-ODE; η > 0 follows the reverse-time family with λ = η²
     (η = 1: the reverse SDE) with exact Gaussian noise per step; `denoise` drops the last
-    step's noise. The default grid "optimal" equidistributes the local error for the
-    reference data (`optimal_grid`).
+    step's noise. The default grid "auto" is "logb" (equal steps in log B(0, t)) up to 15
+    steps and "optimal" above, which equidistributes the local error for the reference data
+    (`optimal_grid`); measured on trained models (docs/samplers.md, "Few steps").
 
     ``corrector=True`` adds an implicit (Adams–Moulton-type) correction without extra network
     calls, as UniPC's corrector: the call at t_{i+1}, made for the next step anyway, yields
@@ -135,13 +136,14 @@ def exponential_integrator(
     Score and ε models only (σ_data defaults to 1). The samplers `ei`, `ei1` and `ei3` of
     `phasediff.samplers.SAMPLERS` hand a position-only velocity model (HGF, flow matching) to
     `hgf_ei`, the same integrator for the position ODE (docs/hgf.md §6): the sampler
-    registry does the routing, with η = 0, the grid "optimal" replaced by "quadratic" and
+    registry does the routing, with η = 0, the grid "auto" or "optimal" replaced by "quadratic" and
     σ_data defaulting to 0 (DPM-Solver++).
 
     `grid`: a grid name or a decreasing float64 tensor of steps + 1 times; `z`: an optional
     starting state (batch, k, *data_shape) instead of a prior draw; `progress` and `callback`
     as for every sampler (docs/samplers.md, "Progress and callbacks")."""
     sigma_data = _check_options(model, order, eta, sigma_data, corrector)
+    grid = resolve_auto(grid, steps) if isinstance(steps, int) else grid
     if isinstance(grid, str) and grid == "optimal":
         grid = optimal_grid(process, steps, order=order, sigma_data=sigma_data or 1.0)
     dyn, times, z = prepare(model, process, shape, steps, grid, z, generator, device, dtype)

@@ -186,20 +186,33 @@ def project_x0(x0: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[to
 
 
 def final_step_options(
-    final: str | None, model, x0_range, *, adaptive: bool = False, noise_floor=None
+    final: str | None,
+    model,
+    x0_range,
+    *,
+    adaptive: bool = False,
+    noise_floor=None,
+    x0_guard: bool | None = None,
 ) -> dict:
-    """The ``final``/``x0_range`` (and, when given, ``noise_floor``) keywords a trained run is
-    sampled with: `final` None means "denoise" (with `x0_range`, the training data's recorded
-    box) for fixed-step samplers of score models, and the sampler's own last step for
-    velocity models and adaptive solvers (dopri5 integrates to t_min accurately; its `steps`
-    only set the output grid, so a jump from t_{N−1} would skip a long stretch); "integrate"
-    drops the box. `noise_floor` None is left out (the sampler's `default_noise_floor`)."""
+    """The ``final``/``x0_range``/``x0_guard`` (and, when given, ``noise_floor``) keywords a
+    trained run is sampled with: `final` None means "denoise" (with `x0_range`, the training
+    data's recorded box) for fixed-step samplers of score models, and the sampler's own last
+    step for velocity models and adaptive solvers (dopri5 integrates to t_min accurately; its
+    `steps` only set the output grid, so a jump from t_{N−1} would skip a long stretch).
+    `x0_guard` None means on for score models when `x0_range` is given (the x̂₀ of every call
+    projected onto it, `phasediff.samplers.guard`), whatever the final step. `noise_floor`
+    None is left out (the sampler's `default_noise_floor`)."""
     if final is None:
         final = "integrate" if adaptive or is_velocity_model(model) else "denoise"
     check_final(final)
     if final == "denoise" and is_velocity_model(model):
         raise ValueError(VELOCITY_FINAL)
-    options = {"final": final, "x0_range": x0_range if final == "denoise" else None}
+    if x0_guard is None:
+        x0_guard = x0_range is not None and not is_velocity_model(model)
+    keep_box = final == "denoise" or x0_guard
+    options = {"final": final, "x0_range": x0_range if keep_box else None}
+    if x0_guard:  # checked by the sampler (it needs x0_range; velocity models are refused)
+        options["x0_guard"] = x0_guard
     if noise_floor is not None:  # checked by the sampler (refused there without the jump)
         options["noise_floor"] = noise_floor
     return options

@@ -20,10 +20,16 @@ from functools import cached_property, partial, update_wrapper
 from types import MappingProxyType
 
 from phasediff.objectives.hamiltonian import is_velocity_model
-from phasediff.samplers.base import Samples
+from phasediff.samplers.base import Samples, check_shape
 from phasediff.samplers.exponential import exponential_integrator
-from phasediff.samplers.final import VELOCITY_FINAL, check_final, denoised_final
+from phasediff.samplers.final import (
+    VELOCITY_FINAL,
+    check_final,
+    check_x0_range,
+    denoised_final,
+)
 from phasediff.samplers.grids import GRIDS
+from phasediff.samplers.guard import X0Guard
 from phasediff.samplers.hamiltonian import hgf_dopri5, hgf_ei, hgf_euler, hgf_heun
 from phasediff.samplers.ode import ode_dopri5, ode_euler, ode_heun
 from phasediff.samplers.predictor_corrector import predictor_corrector
@@ -290,7 +296,7 @@ def _routed(entry: SamplerEntry) -> Callable[..., Samples]:
             raise ValueError(
                 f"a velocity model defines a deterministic flow; eta must be 0, got {eta!r}."
             )
-        if options.get("grid", "optimal") == "optimal":
+        if options.get("grid", "auto") in ("auto", "optimal"):
             options["grid"] = target.default_grid
         if options.get("sigma_data", 0) is None:
             del options["sigma_data"]
@@ -309,28 +315,49 @@ def _with_final(entry: SamplerEntry, fn: Callable[..., Samples]) -> Callable[...
     to t_min; "denoise": the denoiser jump from t_{N−1}, `phasediff.samplers.final`),
     ``x0_range`` (the box that jump's x̂₀ is projected onto) and ``noise_floor`` (the jump is
     not made from below the time where the reference posterior std of x₀ is that fraction of
-    σ_data; None = `default_noise_floor(steps)`, 0 = off). Velocity models keep their own
-    last step."""
+    σ_data; None = `default_noise_floor(steps)`, 0 = off), and ``x0_guard`` (True: x̂₀ of
+    every network call is projected onto ``x0_range``, `phasediff.samplers.guard`; the
+    samples it moved are counted in `Samples.guarded`). Velocity models keep their own last
+    step and take no guard."""
 
     def sampler(
         model, process, shape, steps, *, final="integrate", x0_range=None, noise_floor=None,
-        **options,
+        x0_guard=False, **options,
     ):  # fmt: skip
         check_final(final)
+        if not isinstance(x0_guard, bool):
+            raise ValueError(f"x0_guard must be True or False, got {x0_guard!r}.")
         if final == "denoise" and is_velocity_model(model):
             raise ValueError(VELOCITY_FINAL)
+        if x0_guard and x0_range is None:
+            raise ValueError(
+                "x0_guard=True needs x0_range=(lo, hi), the box that holds the data (e.g. a "
+                "run's data_range.json)."
+            )
+        guard = None
+        if x0_guard:
+            shape = check_shape(shape)
+            guard = X0Guard(model, process, *check_x0_range(x0_range, shape[1:]))
+            model = guard
         if final == "integrate":
-            for name, value in (("x0_range", x0_range), ("noise_floor", noise_floor)):
+            checks = [("noise_floor", noise_floor)]
+            if not x0_guard:
+                checks.insert(0, ("x0_range", x0_range))
+            for name, value in checks:
                 if value is not None:
                     raise ValueError(
                         f"{name} belongs to the denoising final step; pass final='denoise' "
                         "with it, or leave it out."
                     )
-            return fn(model, process, shape, steps, **options)
-        return denoised_final(
-            fn, model, process, shape, steps, x0_range=x0_range, noise_floor=noise_floor,
-            **options,
-        )  # fmt: skip
+            res = fn(model, process, shape, steps, **options)
+        else:
+            res = denoised_final(
+                fn, model, process, shape, steps, x0_range=x0_range, noise_floor=noise_floor,
+                **options,
+            )  # fmt: skip
+        if guard is not None:
+            res.guarded, res.guarded_far = guard.guarded, guard.guarded_far
+        return res
 
     update_wrapper(sampler, fn)
     params = list(inspect.signature(fn).parameters.values())
@@ -339,6 +366,7 @@ def _with_final(entry: SamplerEntry, fn: Callable[..., Samples]) -> Callable[...
         inspect.Parameter("final", keyword, default="integrate", annotation="str"),
         inspect.Parameter("x0_range", keyword, default=None, annotation="tuple | None"),
         inspect.Parameter("noise_floor", keyword, default=None, annotation="float | None"),
+        inspect.Parameter("x0_guard", keyword, default=False, annotation="bool"),
     ]
     sampler.__signature__ = inspect.signature(fn).replace(parameters=[*params, *extra])
     return sampler
@@ -348,7 +376,8 @@ SAMPLERS: dict[str, Callable[..., Samples]] = {
     e.name: _with_final(e, _routed(e) if e.velocity_route else e.fn) for e in REGISTRY.values()
 }
 """Sampler functions by name (the `ei*` ones route velocity models, see `_routed`). Each also
-takes ``final`` ("integrate" or "denoise") and ``x0_range`` (`_with_final`)."""
+takes ``final`` ("integrate" or "denoise"), ``x0_range``, ``noise_floor`` and ``x0_guard``
+(`_with_final`)."""
 
 
 def get_sampler(name: str, model=None) -> Callable[..., Samples]:
