@@ -15,6 +15,8 @@ from phasediff.bench.render import render_overhead
 
 __all__ = ["OVERHEAD", "OverheadSuite", "sampler_overhead_rows"]
 
+GUARDED = ("lie_trotter", "ei1c")  # also timed with the x̂₀ guard
+
 
 def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, Any]]:
     """Time outside the network ÷ time inside it for every sampler on the digits U-Net
@@ -22,7 +24,9 @@ def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, A
     a position-only U-Net on the Oscillation HGF), a
     batch of ``batch`` 8×8 images and ``steps`` steps (dopri5: rtol = atol = 1e-3, its own
     steps). Each sampler runs twice: the first (cold) call includes one-off per-grid
-    precomputation (cached by ``ei``); the overhead is the warm call's."""
+    precomputation (cached by ``ei``); the overhead is the warm call's. Two more rows run
+    lie_trotter and ei1c with the x̂₀ guard (box ±1; `phasediff.samplers.guard`), whose
+    read-out and projection count as overhead."""
     from phasediff import processes as P
     from phasediff.models import UNet
     from phasediff.samplers import SAMPLERS
@@ -41,7 +45,9 @@ def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, A
 
     rows = []
     nets: dict[str, torch.nn.Module] = {}
-    for name, fn in SAMPLERS.items():
+    guarded = [(f"{n} + x0_guard", n, {"x0_range": (-1.0, 1.0), "x0_guard": True}) for n in GUARDED]
+    for label, name, extra in [(n, n, {}) for n in SAMPLERS] + guarded:
+        fn = SAMPLERS[name]
         velocity = name in VELOCITY_SAMPLERS  # position-only velocity models (docs/hgf.md)
         process = P.ohgf() if velocity else P.vp() if name == "pc" else P.hold()
         if process.name not in nets:  # pc needs every block noisy; hgf_* an HGF
@@ -54,6 +60,7 @@ def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, A
             nets[process.name] = net
         net = nets[process.name]
         kwargs = {"rtol": 1e-3, "atol": 1e-3} if name in ADAPTIVE_SAMPLERS else {}
+        kwargs.update(extra)
         timings = []
         for _ in range(2):
             model = Timed(net, "velocity" if velocity else "eps")
@@ -64,7 +71,7 @@ def sampler_overhead_rows(batch: int = 128, steps: int = 20) -> list[dict[str, A
         (cold, cold_in), (warm, warm_in) = timings
         rows.append(
             {
-                "sampler": name,
+                "sampler": label,
                 "process": process.name,
                 "nfe": int(out.nfe),
                 "network_seconds": warm_in,

@@ -34,6 +34,7 @@ import torch
 
 from phasediff.processes import LinearProcess
 from phasediff.samplers import ModelDynamics
+from phasediff.samplers.base import dopri5_solve
 from phasediff.validation import check_int, check_positive
 
 __all__ = [
@@ -186,8 +187,6 @@ def ode_log_density(
     the model's device); samples of the batch must not interact inside the model (true for
     every phasediff network).
     """
-    from torchdiffeq import odeint
-
     process = _check_process(process)
     z = _check_batch(z, "z", 3)
     if z.shape[1] != process.k:
@@ -220,7 +219,10 @@ def ode_log_density(
     times = torch.tensor([process.t_min, process.T], dtype=dtype, device=device)
     start = (z, torch.zeros(z.shape[0], dtype=dtype, device=device))
     with torch.no_grad():
-        z_path, div_path = odeint(rhs, start, times, rtol=rtol, atol=atol, method="dopri5")
+        z_path, div_path = dopri5_solve(
+            rhs, start, times, rtol=rtol, atol=atol, what="the likelihood ODE",
+            advice="the model's field is not integrable at this tolerance; loosen rtol/atol",
+        )  # fmt: skip
     z_T, integral = z_path[-1], div_path[-1]
     logp = process.prior_logp(z_T.to(torch.float64)).to(torch.float64)
     return logp + integral.to(torch.float64), dynamics.nfe, method

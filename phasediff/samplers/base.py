@@ -60,6 +60,34 @@ def score_factors(process: LinearProcess, times: torch.Tensor) -> torch.Tensor:
     return ReverseDynamics(process).score_factor(times)
 
 
+class StepUnderflow(ValueError):
+    """An adaptive solve whose step size fell to zero (a ValueError, so the CLI reports it in
+    one sentence): the state or the field is not finite, or too stiff, where it stopped."""
+
+
+def dopri5_solve(field, start, times, *, rtol: float, atol: float, what: str, advice: str):
+    """torchdiffeq's dopri5 from times[0] to times[-1], with its "underflow in dt" assertion
+    turned into `StepUnderflow` naming the time it stopped at, `what` was solved and `advice`."""
+    from torchdiffeq import odeint
+
+    last = [float(times[0])]
+
+    def tracked(t, state):
+        last[0] = float(t)
+        return field(t, state)
+
+    try:
+        return odeint(tracked, start, times, rtol=rtol, atol=atol, method="dopri5")
+    except AssertionError as exc:
+        if "underflow in dt" not in str(exc):
+            raise
+        raise StepUnderflow(
+            f"dopri5's step size fell to zero at t = {last[0]:.4g} while solving {what}: the "
+            f"state or the field is not finite or too stiff there (a diverging sample); "
+            f"{advice}."
+        ) from None
+
+
 def check_shape(shape) -> tuple[int, ...]:
     """(batch, *data_shape) of positive ints."""
     try:

@@ -26,7 +26,13 @@ from phasediff.objectives.hamiltonian import (
     predicts_x0,
 )
 from phasediff.processes import LinearProcess
-from phasediff.samplers.base import Recorder, Samples, check_shape, euler_heun_loop
+from phasediff.samplers.base import (
+    Recorder,
+    Samples,
+    check_shape,
+    dopri5_solve,
+    euler_heun_loop,
+)
 from phasediff.samplers.dynamics import resolve_times, start_state
 
 
@@ -231,8 +237,6 @@ def hgf_dopri5(
 ) -> Samples:
     """Adaptive Dormand–Prince 5(4) on dx/dt = V_θ(x, t) through torchdiffeq; `steps` only
     sets the output grid of the trajectory."""
-    from torchdiffeq import odeint
-
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
     counted, times, x = _setup(model, process, shape, steps, grid, z, generator, device, dtype)
@@ -253,7 +257,10 @@ def hgf_dopri5(
 
     out_times = times if return_trajectory else times[[0, -1]]  # as ode_dopri5
     out_times = out_times.to(dtype=dtype, device=x.device)
-    out = odeint(record.follow(rhs), x, out_times, rtol=rtol, atol=atol, method="dopri5")
+    out = dopri5_solve(
+        record.follow(rhs), x, out_times, rtol=rtol, atol=atol, what="the position ODE",
+        advice="try a fixed-step sampler such as hgf_ei",
+    )  # fmt: skip
     record.report(steps - 1, float(times[-1]), out[-1])  # one callback, at the end
     return record.samples(out[-1], times, list(out) if return_trajectory else [])
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 
 from phasediff.processes import LinearProcess
-from phasediff.samplers.base import Recorder, Samples, euler_heun_loop
+from phasediff.samplers.base import Recorder, Samples, dopri5_solve, euler_heun_loop
 from phasediff.samplers.dynamics import prepare
 from phasediff.samplers.stability import warn_if_unstable
 
@@ -104,8 +104,6 @@ def ode_dopri5(
     """Adaptive Dormand–Prince 5(4) on the PF-ODE through torchdiffeq (rtol/atol); `steps`
     only sets the output grid of the trajectory, the solver picks its own steps. `grid` and
     `z` as for `ode_euler`."""
-    from torchdiffeq import odeint
-
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}.")
     dyn, times, z0 = prepare(model, process, shape, steps, grid, z, generator, device, dtype)
@@ -116,6 +114,10 @@ def ode_dopri5(
         z0, times, dyn, name="dopri5", callback=callback, progress=progress, total=100, unit="%"
     )  # the bar: share of [t_min, T] integrated
     f = record.follow(lambda t, z: dyn.flow(float(t), z))  # the PF-ODE field at any t
-    out = odeint(f, z0, out_times, rtol=rtol, atol=atol, method="dopri5")
+    out = dopri5_solve(
+        f, z0, out_times, rtol=rtol, atol=atol, what="the probability-flow ODE",
+        advice="sample with x0_guard=True and x0_range (the default for trained runs), or "
+        "with a fixed-step sampler such as ei1c",
+    )  # fmt: skip
     record.report(steps - 1, float(times[-1]), out[-1])  # one callback, at the end
     return record.samples(out[-1], times, list(out) if return_trajectory else [])
