@@ -33,8 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from phasediff.processes import LinearProcess
-from phasediff.samplers import ModelDynamics
-from phasediff.samplers.base import dopri5_solve
+from phasediff.samplers import ModelDynamics, dopri5_solve
 from phasediff.validation import check_int, check_positive
 
 __all__ = [

@@ -8,10 +8,11 @@ model trained by phasediff becomes one through `ve_score_adapter`, and `sample_v
 either on a trained VE run (they are not registry entries: their signature differs).
 """
 
-from phasediff.samplers.base import CountingModel, Samples
+from phasediff.samplers.base import CountingModel, Samples, StepUnderflow, dopri5_solve
 from phasediff.samplers.dynamics import ModelDynamics
 from phasediff.samplers.exponential import exponential_integrator
 from phasediff.samplers.grids import GRIDS, optimal_grid, time_grid
+from phasediff.samplers.guard import X0Guard
 from phasediff.samplers.hamiltonian import hgf_dopri5, hgf_ei, hgf_euler, hgf_heun
 from phasediff.samplers.langevin import (
     LANGEVIN_SAMPLERS,
@@ -36,7 +37,10 @@ __all__ = [
     "CountingModel",
     "ModelDynamics",
     "Samples",
+    "StepUnderflow",
+    "X0Guard",
     "annealed_langevin",
+    "dopri5_solve",
     "euler_maruyama",
     "exponential_integrator",
     "optimal_grid",
