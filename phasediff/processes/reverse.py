@@ -82,6 +82,19 @@ class ReverseDynamics:
         m = len(self.noisy)
         return torch.eye(m, dtype=torch.float64).expand(*t.shape, m, m).clone()
 
+    def denoiser_readout(
+        self, t: float, parameterization: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, c) float64 of Tweedie's read-out x̂₀ = aᵀz + cᵀ·out at the scalar time t:
+        w = (Σ⁻¹e)_n / ‖(Σ⁻¹e)_n‖², a = w Σ⁻¹_{n,:} (k), c = S(t)ᵀw (m), S = `output_to_score`
+        (exact for one noisy block, the least-squares read-out for several)."""
+        n, tt = list(self.noisy), torch.tensor([float(t)], dtype=torch.float64)
+        E, Sigma = self.process.kernel(tt)
+        Sinv = torch.linalg.inv(Sigma[0])
+        g = (Sinv @ E[0, :, 0])[n]
+        w = g / (g @ g)
+        return w @ Sinv[n, :], self.output_to_score(tt, parameterization)[0].T @ w
+
     def euler_maruyama(
         self, times: torch.Tensor, eta: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -67,12 +67,7 @@ class ModelDynamics:
         if self.last is None:
             return None
         z, t, out = self.last
-        n, tt = list(self.noisy), torch.tensor([t], dtype=torch.float64)
-        E, Sigma = self.process.kernel(tt)
-        Sinv = torch.linalg.inv(Sigma[0])
-        g = (Sinv @ E[0, :, 0])[n]
-        w = g / (g @ g)
-        a, c = w @ Sinv[n, :], w @ self.score_map(tt)[0]  # x̂₀ = aᵀz + cᵀ·out
+        a, c = self.reverse.denoiser_readout(t, self.parameterization)  # x̂₀ = aᵀz + cᵀ·out
         x0 = apply_blocks(a[None], z) + apply_blocks(c[None], out)
         return x0[:, 0]
 

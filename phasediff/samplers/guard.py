@@ -58,23 +58,17 @@ class X0Guard:
         self.process, self.width = process, hi - lo
         self.lo, self.hi = lo - MARGIN * self.width, hi + MARGIN * self.width
         self.reverse = ReverseDynamics(process)
-        self.noisy = list(self.reverse.noisy)
         self.excess: torch.Tensor | None = None
         self.calls = 0
         self._coef: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def readout(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(a, c) float64 with x̂₀ = aᵀz + cᵀ·out at time t; k×k work, cached per time."""
+        """(a, c) with x̂₀ = aᵀz + cᵀ·out at time t (`ReverseDynamics.denoiser_readout`),
+        cached per time."""
         if t not in self._coef:
             if len(self._coef) > 4096:  # adaptive solvers ask for many times
                 self._coef.clear()
-            tt = torch.tensor([t], dtype=torch.float64)
-            E, Sigma = self.process.kernel(tt)
-            Sinv = torch.linalg.inv(Sigma[0])
-            g = (Sinv @ E[0, :, 0])[self.noisy]
-            w = g / (g @ g)
-            S = self.reverse.output_to_score(tt, self.parameterization)[0]
-            self._coef[t] = (w @ Sinv[self.noisy, :], S.T @ w)
+            self._coef[t] = self.reverse.denoiser_readout(t, self.parameterization)
         return self._coef[t]
 
     @property
