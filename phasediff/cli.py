@@ -691,6 +691,14 @@ def eval_command(
             "models) or 'integrate', as phasediff sample --final."
         ),
     ] = None,
+    x0_guard: Annotated[
+        bool | None,
+        typer.Option(
+            "--x0-guard/--no-x0-guard",
+            help="When drawing: the x̂₀ guard on the run's data range, as phasediff sample "
+            "(default: on for score models).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a run: toys get W2 (exact, sliced), MMD, energy and mode metrics, digits the
     digits Fréchet distance, images with --fid Inception FID, KID, precision and recall, each
@@ -720,6 +728,7 @@ def eval_command(
             ema=ema,
             progress=progress,
             final=final,
+            x0_guard=x0_guard,
         )
     except ValueError as exc:
         _fail(str(exc))

@@ -209,6 +209,13 @@ def test_cli_sample_and_eval_take_the_final_step(cld_run, tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert report["samples"]["final"] == "integrate"
+    assert isinstance(report["samples"]["guarded"], int)  # the x̂₀ guard: on by default
+    res = runner.invoke(
+        app, ["eval", str(cld_run), "--steps", "5", "--num", "300", "--no-progress",
+              "--no-x0-guard", "--out", str(tmp_path / "ng")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "ng" / "metrics.json").read_text())["samples"]["guarded"] is None
     # dopri5 keeps integrating by default: its steps only set the output grid
     run = phasediff.load(cld_run)
     gen = torch.Generator().manual_seed(0)  # sample()'s default seed

@@ -47,6 +47,7 @@ def evaluate_run(
     cache: str | Path | None = None,
     progress: bool = False,
     final: str | None = None,
+    x0_guard: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run; writes ``metrics.json`` and ``samples.png`` into ``out``
     (default ``<run>/eval``) and returns the report (``evaluate_model`` on the run's EMA
@@ -58,7 +59,8 @@ def evaluate_run(
     NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``). ``fid``/``fid_num``/
     ``inception``: the Inception metrics (``evaluate_samples``). ``progress`` shows the
     sampler's and the feature pass's tqdm bars. ``final``: the drawn samples' last step
-    (default: "denoise" for fixed-step samplers of score models; `phasediff.samplers.final`).
+    (default: "denoise" for fixed-step samplers of score models; `phasediff.samplers.final`);
+    ``x0_guard`` (default on for score models): the x̂₀ guard on the run's data range.
     """
     from phasediff.data.sanity import run_data_range
     from phasediff.training import load_trained
@@ -97,6 +99,7 @@ def evaluate_run(
         nll_tol=nll_tol,
         cache=cache,
         final=final,
+        x0_guard=x0_guard,
         data_range=run_data_range(run, data.data)[0],
         report={"run": str(run)},
         progress=progress,

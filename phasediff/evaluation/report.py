@@ -328,6 +328,7 @@ def evaluate_model(
     progress: bool = False,
     final: str | None = None,
     data_range=None,
+    x0_guard: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluate a loaded model; writes ``metrics.json`` and ``samples.png`` into ``out`` and
     returns the report (``report``'s entries first, e.g. the run it came from).
@@ -341,7 +342,8 @@ def evaluate_model(
     ``progress`` shows the sampler's and the feature pass's tqdm bars. ``final``: the drawn
     samples' last step, as `TrainedRun.sample` (default "denoise" for fixed-step samplers of
     score models, projected onto ``data_range``, the run's recorded `DataRange`, by default
-    that of the training set; `phasediff.samplers.final`).
+    that of the training set; `phasediff.samplers.final`). ``x0_guard`` (default on for
+    score models): the x̂₀ guard on that range (`phasediff.samplers.guard`).
     """
     from phasediff.data.sanity import DataRange
     from phasediff.evaluation.figures import compare_samples
@@ -376,7 +378,9 @@ def evaluate_model(
         fn = get_sampler(sampler)  # with the entry's own options (ei1c: order 1, corrector)
         grid = entry.default_grid if grid is None else grid
         box = DataRange.of(data.data) if data_range is None else data_range
-        last = final_step_options(final, model, (box.low, box.high), adaptive=entry.adaptive)
+        last = final_step_options(
+            final, model, (box.low, box.high), adaptive=entry.adaptive, x0_guard=x0_guard
+        )
         n = 2000 if num is None else num
         t0 = time.perf_counter()
         res = fn(
