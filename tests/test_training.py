@@ -242,6 +242,33 @@ def test_ema_warmup_follows_its_formula_and_resumes_exactly(tmp_path):
     assert share(plain.ema) < 0.1 < 0.5 < share(full.ema)
 
 
+def test_cosine_decay_follows_the_clock_under_a_time_limit(tmp_path):
+    from phasediff.training.run import learning_rate
+
+    tc = small("toy_cld", "train.steps=1000", "train.warmup=0", "train.lr_decay=cosine").train
+    timed = small(
+        "toy_cld", "train.steps=1000", "train.warmup=0", "train.lr_decay=cosine",
+        "train.time_limit=2",
+    ).train  # fmt: skip
+    # no time limit: the step alone (half the steps: half the rate, lr_min_ratio = 0)
+    assert learning_rate(tc, 500, seconds=1e9) == pytest.approx(tc.lr / 2)
+    # 60 of 120 s spent at step 10: the clock is ahead, so the decay is half done
+    assert learning_rate(timed, 10, seconds=60.0) == pytest.approx(timed.lr / 2)
+    assert learning_rate(timed, 500, seconds=1.0) == pytest.approx(timed.lr / 2)  # steps ahead
+    assert learning_rate(timed, 10, seconds=500.0) == pytest.approx(0.0, abs=1e-12)
+    # the training clock is carried by the checkpoints, so a resumed run continues the decay
+    cfg = small("toy_cld", "train.lr_decay=cosine", "train.time_limit=5", "train.warmup=0")
+    Trainer(cfg, tmp_path / "c", progress=False).fit()
+    meta, _ = load_checkpoint(tmp_path / "c" / "checkpoints")
+    assert meta["train_seconds"] > 0
+    again = Trainer(cfg, tmp_path / "c", resume=True, progress=False)
+    assert again.train_seconds() == pytest.approx(meta["train_seconds"])
+    step = 1  # 1 of 40 steps done
+    assert again.lr_at(step) > 0.9 * again.config.train.lr  # a fraction of a second spent
+    again.seconds_before = 600.0  # the trainer's rate reads its clock: 10 of 5 minutes spent
+    assert again.lr_at(step) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path):
     cfg = small("toy_cld", "train.steps=100000", "train.time_limit=0.002")  # 0.12 s
     run = Trainer(cfg, tmp_path / "t", progress=False)

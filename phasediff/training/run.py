@@ -57,14 +57,20 @@ __all__ = [
 METRICS_TAIL = ["lr", "grad_norm", "seconds", "skipped"]
 
 
-def learning_rate(tc: TrainConfig, step: int) -> float:
+def learning_rate(tc: TrainConfig, step: int, seconds: float | None = None) -> float:
     """The learning rate of `step`: linear warm-up over `train.warmup` steps, then constant or,
     with `train.lr_decay = "cosine"`, a cosine decay to `lr_min_ratio · lr` at `train.steps`.
-    A function of the step only, so a resumed run continues exactly."""
+    With a `train.time_limit` the decay also follows the clock: its progress is the larger of
+    the share of the steps done and the share of the time limit spent (`seconds` of training
+    so far, carried across resumes by the checkpoints), so an equal-wall-time run ends its
+    decay when its time is up (docs/training.md). Without a time limit, a function of the step
+    only, so a resumed run continues exactly."""
     scale = min(1.0, step / tc.warmup) if tc.warmup else 1.0
     if tc.lr_decay == "cosine" and step > tc.warmup:
         span = max(tc.steps - tc.warmup, 1)
         done = min(1.0, (step - tc.warmup) / span)
+        if tc.time_limit and seconds is not None:
+            done = max(done, min(1.0, seconds / (60.0 * tc.time_limit)))
         scale = tc.lr_min_ratio + (1 - tc.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * done))
     return tc.lr * scale
 
@@ -267,8 +273,15 @@ class TrainingRun:
         return metrics_fields(self.averaged)
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of `step` (`learning_rate`)."""
-        return learning_rate(self.config.train, step)
+        """The learning rate of `step` (`learning_rate`, on the run's training clock)."""
+        return learning_rate(self.config.train, step, self.train_seconds())
+
+    def train_seconds(self) -> float:
+        """Seconds of training so far: those of earlier sessions (from the checkpoint) plus
+        this one's, while `fit` runs."""
+        before = getattr(self, "seconds_before", 0.0)
+        start = getattr(self, "_session_start", None)
+        return before + (time.perf_counter() - start if start is not None else 0.0)
 
     def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         lr = self.lr_at(step)
@@ -382,6 +395,7 @@ class TrainingRun:
         new_file = not csv_path.exists()
         writer_tb = _tensorboard(self.run_dir) if tc.tensorboard and main else None
         t_start = time.perf_counter()
+        self._session_start = t_start
         window: list[tuple[float, ...]] = []
         bar = tqdm(
             total=target,
@@ -444,6 +458,7 @@ class TrainingRun:
                     self.save()
                 self.after_step()
         bar.close()
+        self.seconds_before, self._session_start = self.train_seconds(), None
         self.end_fit()
         if writer_tb is not None:
             writer_tb.close()
@@ -478,6 +493,7 @@ class TrainingRun:
         meta["torch_rng_state"] = encode_state(torch.get_rng_state())
         meta.update(self.checkpoint_meta())
         meta["skipped_nonfinite"] = self.skipped
+        meta["train_seconds"] = self.train_seconds()
         return save_checkpoint(
             self.ckpt_dir, self.step, self.state_tensors(), meta, self.config.train.keep_last
         )
@@ -511,6 +527,7 @@ class TrainingRun:
             ) from None
         self.step = int(meta["step"])
         self.skipped = int(meta.get("skipped_nonfinite", 0))
+        self.seconds_before = float(meta.get("train_seconds", 0.0))  # older checkpoints: 0
 
 
 def _tensorboard(run_dir: Path):
