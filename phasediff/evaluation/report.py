@@ -345,7 +345,7 @@ def evaluate_model(
     that of the training set; `phasediff.samplers.final`). ``x0_guard`` (default on for
     score models): the x̂₀ guard on that range (`phasediff.samplers.guard`).
     """
-    from phasediff.data.sanity import DataRange
+    from phasediff.data.sanity import DataRange, check_samples
     from phasediff.evaluation.figures import compare_samples
     from phasediff.samplers.final import final_step_options
     from phasediff.samplers.registry import get_sampler, resolve
@@ -393,6 +393,8 @@ def evaluate_model(
             progress=progress,
             **last,
         )
+        raw = res.x if res.unprojected is None else res.unprojected  # before the projection
+        check = check_samples(raw.detach().float(), box)  # as phasediff sample counts them
         x = _check_samples(res.x.detach().float(), data)
         report["samples"] = {
             "sampler": sampler,
@@ -406,6 +408,7 @@ def evaluate_model(
             "projected": res.projected,
             "guarded": res.guarded,
             "guarded_far": res.guarded_far,
+            "far": check.far,
         }
     report["metrics"] = evaluate_samples(
         x,
