@@ -653,9 +653,16 @@ def eval_command(
         int | None, typer.Option(help="Samples to draw (default 2000) or to use from --samples.")
     ] = None,
     sampler: Annotated[
-        str, typer.Option(help=f"When drawing samples. {sampler_help()}")
-    ] = "lie_trotter",
-    steps: Annotated[int, typer.Option(help="Sampler steps (≥ 1).")] = 50,
+        str | None,
+        typer.Option(
+            help=f"When drawing samples (default: the model's recommended sampler, ei1c at 50 "
+            f"steps for score models, hgf_heun at 20 for velocity models). {sampler_help()}"
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(help="Sampler steps (≥ 1; default: the recommended count, else 50)."),
+    ] = None,
     grid: Annotated[str | None, typer.Option(help=grid_help())] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler and the held-out sets.")] = 0,
     fid: Annotated[
@@ -708,15 +715,15 @@ def eval_command(
 
     try:
         _check_grid(grid)
-        if grid is None and samples is None:  # the sampler's own default grid
-            grid = get_entry(sampler).default_grid  # ei's optimal; velocity runs: quadratic
+        if sampler is not None:
+            get_entry(sampler)  # an unknown name is refused before the run is loaded
         report = evaluate_run(
             run,
             samples=samples,
             num=num,
             sampler=sampler,
             steps=steps,
-            grid=grid or "uniform",  # unused with --samples
+            grid=grid,  # None: the sampler's own (resolved for the model); unused with --samples
             seed=seed,
             inception=inception,
             fid=fid,

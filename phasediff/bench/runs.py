@@ -17,6 +17,7 @@ import torch
 
 from phasediff.evaluation.figures import plot_snapshots as _plot_snapshots
 from phasediff.evaluation.report import check_eval_options, evaluate_model
+from phasediff.samplers.registry import recommended_sampler
 
 __all__ = ["evaluate_run", "plot_snapshots", "samples_from_sources"]
 
@@ -32,8 +33,8 @@ def evaluate_run(
     *,
     samples: str | Path | None = None,
     num: int | None = None,
-    sampler: str = "lie_trotter",
-    steps: int = 50,
+    sampler: str | None = None,
+    steps: int | None = None,
     grid: str | None = None,
     seed: int = 0,
     inception: str | Path | None = None,
@@ -54,8 +55,9 @@ def evaluate_run(
     model, or its raw weights with ``ema=False``).
 
     Samples come from ``samples`` (an .npz with ``x``; the first ``num`` are used) or are drawn
-    with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000, ``grid=None`` is the
-    sampler's default grid). ``nll`` adds the held-out
+    with ``sampler``/``steps``/``grid`` (``num`` defaults to 2000; ``sampler=None`` is the
+    model's recommended sampler, ``steps=None`` its recommended count (50 for a named
+    sampler), ``grid=None`` the sampler's default grid). ``nll`` adds the held-out
     NLL (``evaluate_likelihood``, dopri5 at rtol = atol = ``nll_tol``). ``fid``/``fid_num``/
     ``inception``: the Inception metrics (``evaluate_samples``). ``progress`` shows the
     sampler's and the feature pass's tqdm bars. ``final``: the drawn samples' last step
@@ -67,7 +69,7 @@ def evaluate_run(
 
     check_eval_options(
         num=num,
-        steps=steps,
+        steps=50 if steps is None else steps,
         nll=nll,
         nll_num=nll_num,
         nll_tol=nll_tol,
@@ -79,6 +81,10 @@ def evaluate_run(
     if not run.exists():
         raise ValueError(f"run {str(run)!r} does not exist; pass a run directory or checkpoint.")
     model, process, _, data = load_trained(run, ema=ema)
+    if sampler is None:  # the registry's recommendation for this model (TrainedRun.sample)
+        sampler, recommended_steps = recommended_sampler(model)
+        steps = recommended_steps if steps is None else steps
+    steps = 50 if steps is None else steps
     out_dir = Path(out) if out is not None else (run if run.is_dir() else run.parent) / "eval"
     return evaluate_model(
         model,
