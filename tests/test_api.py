@@ -221,7 +221,7 @@ def test_cli_sample_and_eval_take_the_final_step(cld_run, tmp_path):
     assert report["samples"]["sampler"] == same["sampler"] == "ei1c"  # the recommended one
     assert report["samples"]["far"] == same["far"] > 0
     res = runner.invoke(
-        app, ["eval", str(cld_run), "--steps", "5", "--num", "300", "--no-progress",
+        app, ["eval", str(cld_run), "--steps", "5", "--num", "50", "--no-progress",
               "--no-x0-guard", "--out", str(tmp_path / "ng")],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
