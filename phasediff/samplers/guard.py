@@ -45,7 +45,7 @@ class X0Guard:
     """`model` with x̂₀ projected onto [lo, hi], widened by `MARGIN`, at every call (module
     docstring). `lo`, `hi` broadcast to the data shape (`check_x0_range`). ``excess`` is, per
     sample, the largest distance any call's x̂₀ lay beyond the widened box, in units of the
-    given box's width (0: never moved; NaN: a non-finite x̂₀), ``calls`` the number of calls."""
+    given box's width (0: never moved; NaN: a non-finite x̂₀)."""
 
     def __init__(self, model, process: LinearProcess, lo: torch.Tensor, hi: torch.Tensor):
         if is_velocity_model(model):
@@ -55,11 +55,10 @@ class X0Guard:
             )
         self.network = model  # `network`: seen through by `unwrap` (σ_data, …)
         self.parameterization = parameterization_of(model)
-        self.process, self.width = process, hi - lo
+        self.width = hi - lo
         self.lo, self.hi = lo - MARGIN * self.width, hi + MARGIN * self.width
         self.reverse = ReverseDynamics(process)
         self.excess: torch.Tensor | None = None
-        self.calls = 0
         self._coef: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def readout(self, t: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +103,6 @@ class X0Guard:
         if self.excess is None or self.excess.shape != excess.shape:
             self.excess = torch.zeros_like(excess)
         self.excess = torch.maximum(self.excess, excess)  # NaN propagates: counted as far
-        self.calls += 1
         if c.numel() == 1:  # one noisy block: out' = (P(x̂₀) − aᵀz)/c, free of cancellation
             return torch.where(boxed == x0, out, (boxed - az) / c)
         return out + apply_blocks((c / (c @ c))[:, None], boxed - x0)

@@ -340,15 +340,14 @@ def _with_final(entry: SamplerEntry, fn: Callable[..., Samples]) -> Callable[...
             guard = X0Guard(model, process, *check_x0_range(x0_range, shape[1:]))
             model = guard
         if final == "integrate":
-            checks = [("noise_floor", noise_floor)]
-            if not x0_guard:
-                checks.insert(0, ("x0_range", x0_range))
-            for name, value in checks:
-                if value is not None:
-                    raise ValueError(
-                        f"{name} belongs to the denoising final step; pass final='denoise' "
-                        "with it, or leave it out."
-                    )
+            # without the jump, x0_range serves only the guard and noise_floor nothing
+            stray = "x0_range" if x0_range is not None and not x0_guard else None
+            stray = "noise_floor" if noise_floor is not None else stray
+            if stray:
+                raise ValueError(
+                    f"{stray} belongs to the denoising final step; pass final='denoise' with "
+                    "it, or leave it out."
+                )
             res = fn(model, process, shape, steps, **options)
         else:
             res = denoised_final(

@@ -245,6 +245,8 @@ class TrainingRun:
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed + 1)
         self.step = 0
         self.skipped = 0  # non-finite batches skipped so far (train.skip_nonfinite)
+        self.seconds_before = 0.0  # training seconds of earlier sessions (`restore`)
+        self._session_start: float | None = None  # perf_counter at this `fit`'s start
         self.history: list[tuple[float, ...]] = []  # the averaged values of every kept step
         self.ema: list[torch.Tensor] = []
         self._ema_params: list[tuple[str, torch.nn.Parameter]] = []
@@ -279,9 +281,8 @@ class TrainingRun:
     def train_seconds(self) -> float:
         """Seconds of training so far: those of earlier sessions (from the checkpoint) plus
         this one's, while `fit` runs."""
-        before = getattr(self, "seconds_before", 0.0)
-        start = getattr(self, "_session_start", None)
-        return before + (time.perf_counter() - start if start is not None else 0.0)
+        start = self._session_start
+        return self.seconds_before + (time.perf_counter() - start if start is not None else 0.0)
 
     def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> float:
         lr = self.lr_at(step)
