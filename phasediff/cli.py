@@ -607,7 +607,8 @@ def train_classifier_command(
 @app.command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo"),
-    steps: Annotated[int, typer.Option(help="Training steps for toy_hold (≥ 1).")] = 30_000,
+    steps: Annotated[int, typer.Option(help="Training steps for toy_hold (≥ 1).")] = 24_000,
+    batch_size: Annotated[int, typer.Option(help="Training batch (≥ 1).")] = 1024,
     sampler: Annotated[
         str, typer.Option(help="Sampler of the demo's samples (a registry name).")
     ] = "ei1c",
@@ -621,13 +622,19 @@ def demo_command(
     from phasediff.demo import run_demo
 
     try:
-        if steps < 1 or sampler_steps < 1:
-            raise ValueError("--steps and --sampler-steps must be ≥ 1.")
+        for option, value in (
+            ("--steps", steps),
+            ("--batch-size", batch_size),
+            ("--sampler-steps", sampler_steps),
+        ):
+            if value < 1:
+                raise ValueError(f"{option} must be ≥ 1, got {value}.")
         if num < 2:
             raise ValueError(f"--num must be ≥ 2, got {num}.")
         report = run_demo(
             out,
             steps=steps,
+            batch_size=batch_size,
             sampler=sampler,
             sampler_steps=sampler_steps,
             num=num,

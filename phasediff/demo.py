@@ -18,8 +18,12 @@ from phasediff.samplers.registry import get_entry, get_sampler
 from phasediff.training import load_config, load_trained, train
 from phasediff.training.plots import save_samples
 
-DEMO_STEPS = 30_000
-"""Training steps of `make demo` (about 3 minutes on 2 cores; docs/benchmarks.md)."""
+DEMO_STEPS = 24_000
+"""Training steps of `make demo` (about 4 minutes on 2 cores; docs/objectives.md, "The demo")."""
+DEMO_BATCH = 1024
+"""The demo's batch: on 2 threads a step of 1024 points costs 1.33× one of 512 (the 512 step
+leaves the second core idle), so at equal time the demo sees 1.5× the data
+(docs/objectives.md, "Batch size, EMA length, width and learning rate")."""
 DEMO_SAMPLER, DEMO_SAMPLER_STEPS = "ei1c", 50
 """The demo's sampler: on the demo's HOLD model, ei1c at 50 NFE with the denoising last step
 reaches the model's own Euler–Maruyama@1000 (mode-resolved ratio 1.41 vs 1.42; Lie–Trotter
@@ -51,6 +55,7 @@ def run_demo(
     out: str | Path = "demo",
     *,
     steps: int = DEMO_STEPS,
+    batch_size: int = DEMO_BATCH,
     sampler: str = DEMO_SAMPLER,
     sampler_steps: int = DEMO_SAMPLER_STEPS,
     num: int = 20_000,
@@ -66,7 +71,12 @@ def run_demo(
     run = out / "run"
     config = load_config(
         Path(__file__).resolve().parent.parent / "configs" / "toy_hold.toml",
-        [f"train.steps={steps}", "train.tensorboard=false", "train.ckpt_every=5000"],
+        [
+            f"train.steps={steps}",
+            f"train.batch_size={batch_size}",
+            "train.tensorboard=false",
+            "train.ckpt_every=5000",
+        ],
     )
     entry = get_entry(sampler)
     grid = entry.default_grid if grid is None else grid
@@ -114,6 +124,7 @@ def run_demo(
         "guarded": samples.guarded,
         "guarded_far": samples.guarded_far,
         "train_steps": steps,
+        "batch_size": batch_size,
         "train_seconds": round(train_seconds, 1),
         "sample_seconds": round(sample_seconds, 2),
         "metrics": metrics,

@@ -66,6 +66,8 @@ def test_demo_with_a_tiny_budget(tmp_path):
             str(tmp_path),
             "--steps",
             "30",
+            "--batch-size",
+            "64",
             "--sampler-steps",
             "5",
             "--num",
@@ -76,6 +78,9 @@ def test_demo_with_a_tiny_budget(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["nfe"] == 5 and report["sampler"] == "ei1c" and report["final"] == "denoise"
+    assert report["batch_size"] == 64 and report["train_steps"] == 30
+    # the batch reached the trainer: the run's recorded config trains on 64 points a step
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["batch_size"] == 64
     assert {"value", "floor", "ratio"} <= set(report["metrics"]["sliced_w2"])
     for name in ("samples.png", "trajectories.png"):
         assert (tmp_path / name).stat().st_size > 5000

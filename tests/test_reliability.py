@@ -866,8 +866,9 @@ CLI_CASES = [
         r"cannot write output \(Is a directory",
     ),
     # --- demo and analyze
-    ("demo steps zero", ["demo", "--steps", "0"], 2, r"--steps and --sampler-steps must be ≥ 1"),
-    ("demo sampler steps", ["demo", "--sampler-steps", "-1"], 2, r"must be ≥ 1"),
+    ("demo steps zero", ["demo", "--steps", "0"], 2, r"--steps must be ≥ 1, got 0"),
+    ("demo batch zero", ["demo", "--batch-size", "0"], 2, r"--batch-size must be ≥ 1, got 0"),
+    ("demo sampler steps", ["demo", "--sampler-steps", "-1"], 2, r"--sampler-steps must be ≥ 1"),
     (
         "demo steps text",
         ["demo", "--steps", "1e9"],
