@@ -623,8 +623,10 @@ def test_evaluate_toy_repeats_average_independent_references() -> None:
         return math.sqrt(sum(v * v for v in logs) / len(logs))
 
     assert spread(8) < 0.85 * spread(1)
-    with pytest.raises(ValueError, match="repeats must be an integer ≥ 1"):
+    with pytest.raises(ValueError, match=r"repeats must be an integer in \[1, 1001\), got 0"):
         M.evaluate_toy(x, _eight, repeats=0)
+    with pytest.raises(ValueError, match="seed \\+ 3·repeats must be ≤ 2\\*\\*32"):
+        M.evaluate_toy(x, _eight, seed=2**32 - 4, repeats=2)
 
 
 # ---------------------------------------------------------------------------- validation

@@ -517,7 +517,13 @@ def evaluate_toy(
     n = samples.shape[0] if n is None else check_int(n, "n", 2)
     seed = _check_seed(seed)
     exact_w2_max_n = check_int(exact_w2_max_n, "exact_w2_max_n", 0, EXACT_W2_MAX_N + 1)
-    repeats = check_int(repeats, "repeats", 1)
+    repeats = check_int(repeats, "repeats", 1, 1001)
+    # the last repeat's data seeds (seed + 3r + k) must stay valid seeds
+    if repeats > 1 and seed + 3 * repeats > _SEED_LIMIT:
+        raise ValueError(
+            f"seed + 3·repeats must be ≤ 2**32 (repeat r uses seeds seed + 3r … seed + 3r + 2), "
+            f"got seed {seed} with repeats {repeats}."
+        )
     if centers is not None:
         centers = _as_centers(centers, samples.shape[1])
     held, fresh1, fresh2 = _data_sets(samples, sample_data, n, seed)
