@@ -86,6 +86,21 @@ def test_eval_reads_samples_and_scores_exact_data_at_the_floor(run_dir, tmp_path
     assert report["samples"] == {"file": str(path), "num": 500}
     toy = report["metrics"]["toy"]
     assert 0.4 < toy["sliced_w2"]["ratio"] < 3.0 and 0.4 < toy["exact_w2"]["ratio"] < 3.0
+    # --repeats 4: the same samples against 4 references; the first is the single evaluation
+    out4 = tmp_path / "e4"
+    res = _invoke(
+        "eval", run_dir, "--samples", path, "--num", "500", "--repeats", "4", "--out", out4
+    )
+    _ok(res)
+    toy4 = json.loads((out4 / "metrics.json").read_text())["metrics"]["toy"]
+    assert toy4["repeats"] == 4 and "repeats" not in toy
+    for key in ("sliced_w2", "mode_sliced_w2"):
+        assert len(toy4[key]["ratios"]) == 4
+        assert toy4[key]["ratios"][0] == pytest.approx(toy[key]["ratio"], rel=1e-12)
+        assert toy4[key]["ratio"] == pytest.approx(toy4[key]["value"] / toy4[key]["floor"])
+    assert (
+        json.loads(res.stdout.strip().splitlines()[0])["mode_sliced_w2"] == toy4["mode_sliced_w2"]
+    )
 
 
 def test_eval_nll_on_held_out_data(run_dir, tmp_path) -> None:
@@ -108,6 +123,7 @@ def test_eval_nll_on_held_out_data(run_dir, tmp_path) -> None:
         (["--inception", "missing.pt"], "inception-2015-12-05.pt"),
         (["--samples", "nope.npz"], "does not exist"),
         (["--nll", "--nll-num", "0"], "--nll-num must be an integer ≥ 1"),
+        (["--repeats", "0"], "--repeats must be an integer in [1, 1001), got 0"),
         (["--nll", "--nll-tol", "-1"], "--nll-tol must be a number in (0, 1)"),
     ],
 )

@@ -18,6 +18,7 @@ import torch
 from phasediff.evaluation.figures import plot_snapshots as _plot_snapshots
 from phasediff.evaluation.report import check_eval_options, evaluate_model
 from phasediff.samplers.registry import recommended_sampler
+from phasediff.validation import check_int
 
 __all__ = ["evaluate_run", "plot_snapshots", "samples_from_sources"]
 
@@ -49,6 +50,7 @@ def evaluate_run(
     progress: bool = False,
     final: str | None = None,
     x0_guard: bool | None = None,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Evaluate a trained run; writes ``metrics.json`` and ``samples.png`` into ``out``
     (default ``<run>/eval``) and returns the report (``evaluate_model`` on the run's EMA
@@ -63,6 +65,7 @@ def evaluate_run(
     sampler's and the feature pass's tqdm bars. ``final``: the drawn samples' last step
     (default: "denoise" for fixed-step samplers of score models; `phasediff.samplers.final`);
     ``x0_guard`` (default on for score models): the x̂₀ guard on the run's data range.
+    ``repeats``: toy distances averaged over that many held-out references (``evaluate_toy``).
     """
     from phasediff.data.sanity import run_data_range
     from phasediff.training import load_trained
@@ -77,6 +80,7 @@ def evaluate_run(
         fid=fid,
         fid_num=fid_num,
     )
+    check_int(repeats, "--repeats", 1, 1001)
     run = Path(run)
     if not run.exists():
         raise ValueError(f"run {str(run)!r} does not exist; pass a run directory or checkpoint.")
@@ -106,6 +110,7 @@ def evaluate_run(
         cache=cache,
         final=final,
         x0_guard=x0_guard,
+        repeats=repeats,
         data_range=run_data_range(run, data.data)[0],
         report={"run": str(run)},
         progress=progress,

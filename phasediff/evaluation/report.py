@@ -90,6 +90,7 @@ def evaluate_samples(
     fid_num: int | None = None,
     cache: str | Path | None = None,
     progress: bool = False,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Quality of ``samples`` (N, *data_shape) against held-out data of ``data``, with floors.
 
@@ -103,7 +104,8 @@ def evaluate_samples(
     2048-d Inception features, any image data: ``inception_fid``, ``inception_kid`` (± SE),
     ``inception_precision_recall``, each with its floor, against ``fid_num`` held-out images
     (default ``reference_size(data)``), plus ``inception_network`` (which file, which input
-    convention). ``progress`` shows the feature pass's tqdm bar.
+    convention). ``progress`` shows the feature pass's tqdm bar. ``repeats``: vector data's
+    cheap distances averaged over that many held-out references (``evaluate_toy``).
     """
     samples = _check_samples(samples, data)
     out: dict[str, Any] = {"dataset": data.name, "num_samples": int(samples.shape[0])}
@@ -113,7 +115,11 @@ def evaluate_samples(
             return data.held_out(n, seed=s)
 
         out["toy"] = evaluate_toy(
-            samples.to(torch.float64), held_out, centers=data.mode_centers, seed=seed
+            samples.to(torch.float64),
+            held_out,
+            centers=data.mode_centers,
+            seed=seed,
+            repeats=repeats,
         )
         return out
     inception_metrics = fid or inception is not None
@@ -329,6 +335,7 @@ def evaluate_model(
     final: str | None = None,
     data_range=None,
     x0_guard: bool | None = None,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Evaluate a loaded model; writes ``metrics.json`` and ``samples.png`` into ``out`` and
     returns the report (``report``'s entries first, e.g. the run it came from).
@@ -419,6 +426,7 @@ def evaluate_model(
         fid_num=fid_num,
         cache=cache,
         progress=progress,
+        repeats=repeats,
     )
     if nll:
         report["nll"] = evaluate_likelihood(
