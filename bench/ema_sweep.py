@@ -37,10 +37,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from safetensors.torch import load_file, save_file
+    from score_samplers import draw_and_score  # bench/ is on sys.path when run as a script
 
     from phasediff.data.sanity import run_data_range
-    from phasediff.evaluation import evaluate_toy
-    from phasediff.samplers import SAMPLERS
     from phasediff.training import Trainer, load_config, load_trained
 
     torch.set_num_threads(args.threads)
@@ -99,25 +98,9 @@ def main() -> None:
                     p.copy_(extra[f"{d}.{n}"])
         for item in args.plan.split(","):
             sampler, nfe = item.split(":")
-            gen = torch.Generator().manual_seed(args.seed)
             t0 = time.perf_counter()
-            res = SAMPLERS[sampler](
-                model,
-                process,
-                (args.num, *data.data_shape),
-                int(nfe),
-                generator=gen,
-                final="denoise",
-                x0_range=(box.low, box.high),
-                x0_guard=True,
-            )
-            m = evaluate_toy(
-                res.x.to(torch.float64),
-                lambda n, s: data.held_out(n, seed=s),
-                n=args.num,
-                centers=data.mode_centers,
-                seed=args.seed,
-                exact_w2_max_n=0,
+            res, m = draw_and_score(
+                model, process, data, box, sampler, int(nfe), seed=args.seed, num=args.num
             )
             row = {
                 "config": args.config,

@@ -20,6 +20,47 @@ from pathlib import Path
 import torch
 
 
+def draw_and_score(
+    model,
+    process,
+    data,
+    box,
+    sampler: str,
+    steps: int,
+    *,
+    seed: int,
+    num: int,
+    repeats: int = 1,
+    **options,
+):
+    """(Samples, evaluate_toy report) of one draw under the trained-run defaults: denoising
+    last step on the data box `box`, x̂₀ guard; `seed` seeds the draw and the reference."""
+    from phasediff.evaluation import evaluate_toy
+    from phasediff.samplers import SAMPLERS
+
+    res = SAMPLERS[sampler](
+        model,
+        process,
+        (num, *data.data_shape),
+        steps,
+        generator=torch.Generator().manual_seed(seed),
+        final="denoise",
+        x0_range=(box.low, box.high),
+        x0_guard=True,
+        **options,
+    )
+    metrics = evaluate_toy(
+        res.x.to(torch.float64),
+        lambda n, s: data.held_out(n, seed=s),
+        n=num,
+        centers=data.mode_centers,
+        seed=seed,
+        exact_w2_max_n=0,
+        repeats=repeats,
+    )
+    return res, metrics
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", help="run directory or checkpoint .json")
@@ -32,8 +73,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from phasediff.data.sanity import run_data_range
-    from phasediff.evaluation import evaluate_toy
-    from phasediff.samplers import SAMPLERS
     from phasediff.training import load_trained
 
     torch.set_num_threads(args.threads)
@@ -45,27 +84,18 @@ def main() -> None:
     for spec in args.spec:
         name, steps, *options = spec.split(":", 2)
         kw = json.loads(options[0]) if options else {}
-        gen = torch.Generator().manual_seed(args.seed)
         t0 = time.perf_counter()
-        res = SAMPLERS[name](
+        res, m = draw_and_score(
             model,
             process,
-            (args.num, *data.data_shape),
+            data,
+            box,
+            name,
             int(steps),
-            generator=gen,
-            final="denoise",
-            x0_range=(box.low, box.high),
-            x0_guard=True,
-            **kw,
-        )
-        m = evaluate_toy(
-            res.x.to(torch.float64),
-            lambda n, s: data.held_out(n, seed=s),
-            n=args.num,
-            centers=data.mode_centers,
             seed=args.seed,
-            exact_w2_max_n=0,
+            num=args.num,
             repeats=args.repeats,
+            **kw,
         )
         row = {
             "run": str(run),
