@@ -33,6 +33,13 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=20000)
     parser.add_argument("--runs", default="bench/runs/ema_sweep")
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--name", default=None, help="run directory name (default: from --set)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="held-out references per score (evaluate_toy)"
+    )
+    parser.add_argument(
+        "--draws", type=int, default=1, help="sample draws per cell (seeds seed, seed+1000, …)"
+    )
     parser.add_argument("--out", default="bench/results/ema_sweep.json")
     args = parser.parse_args()
 
@@ -44,7 +51,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     decays = [float(d) for d in args.decays.split(",")]
-    name = f"{Path(args.config).stem}_{'_'.join(s.split('=')[-1] for s in args.set) or 'base'}"
+    name = args.name or (
+        f"{Path(args.config).stem}_{'_'.join(s.split('=')[-1] for s in args.set) or 'base'}"
+    )
     run = Path(args.runs) / f"{name}_{args.minutes:g}min_s{args.seed}"
     sweep_file = run / "ema_sweep.safetensors"
     if not sweep_file.exists():
@@ -99,9 +108,22 @@ def main() -> None:
         for item in args.plan.split(","):
             sampler, nfe = item.split(":")
             t0 = time.perf_counter()
-            res, m = draw_and_score(
-                model, process, data, box, sampler, int(nfe), seed=args.seed, num=args.num
-            )
+            ratios, sw2, guarded = [], [], 0
+            for draw in range(args.draws):
+                res, m = draw_and_score(
+                    model,
+                    process,
+                    data,
+                    box,
+                    sampler,
+                    int(nfe),
+                    seed=args.seed + 1000 * draw,
+                    num=args.num,
+                    repeats=args.repeats,
+                )
+                ratios.append(m["mode_sliced_w2"]["ratio"])
+                sw2.append(m["sliced_w2"]["ratio"])
+                guarded += res.guarded
             row = {
                 "config": args.config,
                 "set": args.set,
@@ -111,15 +133,18 @@ def main() -> None:
                 "ema_decay": d,
                 "sampler": sampler,
                 "steps": int(nfe),
-                "guarded": res.guarded,
-                "mode_sw2_ratio": m["mode_sliced_w2"]["ratio"],
-                "sliced_w2_ratio": m["sliced_w2"]["ratio"],
+                "guarded": guarded,
+                "repeats": args.repeats,
+                "draw_ratios": ratios,
+                "mode_sw2_ratio": sum(ratios) / len(ratios),
+                "sliced_w2_ratio": sum(sw2) / len(sw2),
                 "sample_seconds": round(time.perf_counter() - t0, 2),
             }
             results.append(row)
             print(
                 f"{name} s{args.seed} ema={d} {sampler}@{nfe}: mode={row['mode_sw2_ratio']:.3f} "
-                f"sw2={row['sliced_w2_ratio']:.3f} guarded={res.guarded}",
+                f"sw2={row['sliced_w2_ratio']:.3f} guarded={guarded} "
+                f"draws={[round(r, 3) for r in ratios]}",
                 flush=True,
             )
             out.parent.mkdir(parents=True, exist_ok=True)

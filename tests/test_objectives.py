@@ -158,3 +158,45 @@ def test_objective_validation():
     net.parameterization = "velocity"
     with pytest.raises(ValueError, match="model.parameterization must be one of eps, score"):
         O.hybrid_score_matching(net, process, x0)
+
+
+def test_marginal_memo_returns_the_fresh_answer_and_never_a_stale_one():
+    """A batched marginal is remembered (a training step asks for it twice), but only for the
+    same times: a second process built alike, without a memo, is the independent answer."""
+    process, fresh = P.get_process("hold"), P.get_process("hold")
+    t = torch.rand(64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = process.t_min + t * (process.T - process.t_min)
+    first = process.marginal(t)
+    again = process.marginal(t.clone())
+    assert all(a is b for a, b in zip(first, again, strict=True))  # the memo answered
+    other = t.flip(0)  # same shape, other values: must be recomputed
+    for got, want in zip(process.marginal(other), fresh.marginal(other), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_the_batch_is_noised_at_the_times_the_model_is_told():
+    """The objective rounds its float64 training times to the data's dtype once, so the
+    perturbation's kernel and the model's t are the same numbers (and the model's own marginal
+    of t is the memo's). Without the rounding the model would see float32(t) ≠ t."""
+    process = P.get_process("cld")
+    seen: dict[str, torch.Tensor] = {}
+    sample_marginal = process.sample_marginal
+
+    def spy_sample(x0, t, **kw):
+        seen["noised"] = torch.as_tensor(t, dtype=torch.float64).clone()
+        return sample_marginal(x0, t, **kw)
+
+    process.sample_marginal = spy_sample
+
+    class Spy(torch.nn.Module):
+        parameterization = "eps"
+
+        def forward(self, z, t):
+            seen["dtype"] = t.dtype
+            seen["told"] = t.to(torch.float64).clone()
+            return torch.zeros(z.shape[0], 1, *z.shape[2:], dtype=z.dtype)
+
+    x0 = torch.randn(128, 2, generator=torch.Generator().manual_seed(1))
+    O.hybrid_score_matching(Spy(), process, x0, torch.Generator().manual_seed(2))
+    assert seen["dtype"] == x0.dtype  # the model is told t in the data's dtype, as before
+    assert torch.equal(seen["noised"], seen["told"])

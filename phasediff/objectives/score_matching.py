@@ -115,11 +115,14 @@ def _loss(
         t = sample_times(process, B, generator, device=x0.device)
     else:
         t = process.batch_times(t, B).to(x0.device)
+    # the batch is noised at exactly the times the model is told (rounded to the data's dtype),
+    # so the model's own marginal of t is the perturbation's (LinearProcess.marginal's memo)
+    t = t.to(x0.dtype)
     z, eps, L = _perturb(process, x0, t, generator, hybrid)
     n = list(process.noisy_blocks)
     m = len(n)
     eps_n = eps[:, n]
-    out = model(z, t.to(x0.dtype))
+    out = model(z, t)
     expected = (B, m, *x0.shape[1:])
     if tuple(out.shape) != expected:
         raise ValueError(

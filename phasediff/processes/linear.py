@@ -137,6 +137,7 @@ class LinearProcess:
         elif aux_init_cov is not None and k == 1:
             raise ValueError("aux_init_cov was given but a k = 1 process has no auxiliaries.")
         self.initial_cov = sigma0  # covariance of z_0 given x_0
+        self._marginal_memo: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None = None
 
         diag = torch.diagonal(self.D)
         tol = MATRIX_RTOL * max(1.0, float(self.D.abs().max()))
@@ -247,9 +248,27 @@ class LinearProcess:
         L is the Cholesky factor (lower triangular, used by ε-prediction); near t_min where
         Σ is nearly singular a relative jitter of 1e-14·tr Σ is added only when plain Cholesky
         fails, and the failure is reported if even that does not help.
+
+        Batched calls remember their last answer: a training step asks for the marginal of
+        the same B times twice (to noise the batch, and for the preconditioning coefficients),
+        and the second call then costs one comparison instead of ~1 ms of k×k float64 work
+        (docs/benchmarks.md). The returned tensors are shared with that memo: read them, do not
+        modify them in place.
         """
+        t = self.check_time(t)
+        memo = self._marginal_memo
+        if (
+            memo is not None
+            and memo[0].shape == t.shape
+            and memo[0].device == t.device
+            and torch.equal(memo[0], t)
+        ):
+            return memo[1]
         E, sigma = self.kernel(t)
-        return E[..., :, 0], sigma, self.factor(sigma)
+        out = (E[..., :, 0], sigma, self.factor(sigma))
+        if t.numel() > 1:  # one-time calls (samplers) are cheap and never repeat
+            self._marginal_memo = (t.clone(), out)
+        return out
 
     def factor(self, sigma: torch.Tensor) -> torch.Tensor:
         """L with LLᵀ = Σ, lower triangular in the block order `factor_order`.
