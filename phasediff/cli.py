@@ -607,7 +607,7 @@ def train_classifier_command(
 @app.command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo"),
-    steps: Annotated[int, typer.Option(help="Training steps for toy_hold (≥ 1).")] = 22_000,
+    steps: Annotated[int, typer.Option(help="Training steps for toy_hold (≥ 1).")] = 24_000,
     batch_size: Annotated[int, typer.Option(help="Training batch (≥ 1).")] = 1024,
     sampler: Annotated[
         str, typer.Option(help="Sampler of the demo's samples (a registry name).")

@@ -18,7 +18,7 @@ from phasediff.samplers.registry import get_entry, get_sampler
 from phasediff.training import load_config, load_trained, train
 from phasediff.training.plots import save_samples
 
-DEMO_STEPS = 22_000
+DEMO_STEPS = 24_000
 """Training steps of `make demo` (about 4 minutes on 2 cores; docs/objectives.md, "The demo")."""
 DEMO_BATCH = 1024
 """The demo's batch: on 2 threads a step of 1024 points costs 1.33× one of 512 (the 512 step

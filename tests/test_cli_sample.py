@@ -127,3 +127,16 @@ def test_inpaint_without_a_sampler_falls_back_to_one_that_can(run_dir, tmp_path)
     report = json.loads(res.stdout.strip().splitlines()[-1])
     assert report["sampler"] == "lie_trotter"
     np.testing.assert_array_equal(np.load(out)["x"][:, 0], 0.0)  # the known pixel is pinned
+
+
+def test_demo_cli_defaults_are_the_demo_constants():
+    """`phasediff demo` with no options runs exactly what phasediff.demo documents."""
+    import inspect
+
+    from phasediff import cli, demo
+
+    params = inspect.signature(cli.demo_command).parameters
+    assert params["steps"].default == demo.DEMO_STEPS
+    assert params["batch_size"].default == demo.DEMO_BATCH
+    assert params["sampler"].default == demo.DEMO_SAMPLER
+    assert params["sampler_steps"].default == demo.DEMO_SAMPLER_STEPS

@@ -299,3 +299,32 @@ def test_config_init_reaches_the_mlp() -> None:
         model = build_model(config, build_process(config), build_data(config))
         network = [m for m in unwrap(model).modules() if isinstance(m, TimeMLP)]
         assert [n.init for n in network] == [init]
+
+
+def test_residual_mlp_is_a_pre_norm_residual_stack() -> None:
+    """`TimeMLP(residual=True)`: every hidden layer after the first is h + SiLU(W·LN(h)), so a
+    layer whose weights are zero passes h through unchanged (a plain layer would give SiLU(b)),
+    and the config's model.residual reaches the network."""
+    from phasediff.models.mlp import PreNormResidual
+    from phasediff.objectives.preconditioning import unwrap
+    from phasediff.training import load_config
+    from phasediff.training.trainer import build_data, build_model, build_process
+
+    torch.manual_seed(0)
+    model = TimeMLP(3, 2, 1, residual=True)
+    blocks = [m for m in model.net if isinstance(m, PreNormResidual)]
+    assert len(blocks) == 3  # depth 4: the first layer maps the input width to `hidden`
+    h = torch.randn(16, 128)
+    with torch.no_grad():
+        blocks[0].linear.weight.zero_()
+        blocks[0].linear.bias.zero_()
+        assert torch.equal(blocks[0](h), h)  # SiLU(0) = 0: the skip alone
+        expected = h + torch.nn.functional.silu(blocks[1].linear(blocks[1].norm(h)))
+        assert torch.allclose(blocks[1](h), expected, atol=1e-6)
+    out = model(torch.randn(5, 3, 2), torch.rand(5))
+    assert out.shape == (5, 1, 2) and torch.isfinite(out).all()
+    config = load_config("configs/toy_hold.toml", ["model.residual=true", "data.n_train=100"])
+    model = build_model(config, build_process(config), build_data(config))
+    network = [m for m in unwrap(model).modules() if isinstance(m, TimeMLP)]
+    assert [n.residual for n in network] == [True]
+    assert sum(isinstance(m, PreNormResidual) for m in network[0].modules()) == 3

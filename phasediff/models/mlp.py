@@ -30,6 +30,10 @@ class TimeMLP(nn.Module):
     ``fourier_seed``): MLPs learn high-frequency functions of their input slowly (spectral
     bias), and the score of thin data is such a function.
 
+    ``residual`` True makes the hidden layers after the first pre-norm residual layers,
+    h ← h + SiLU(W · LayerNorm(h)), with a LayerNorm before the read-out (docs/objectives.md,
+    "Residual MLP").
+
     ``init`` "kaiming" (default) draws the hidden layers' weights from N(0, 2/fan_in) with zero
     biases (He et al. 2015), so the signal of z keeps its scale through the SiLU stack; the
     read-out keeps PyTorch's default. "torch" is PyTorch's default everywhere
@@ -53,6 +57,7 @@ class TimeMLP(nn.Module):
         fourier_scale: float = 8.0,
         fourier_seed: int = 0,
         init: str = "kaiming",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.k = check_int(k, "k")
@@ -73,17 +78,24 @@ class TimeMLP(nn.Module):
             freqs = torch.randn(k * data_dim, fourier_features, generator=gen) * fourier_scale
             self.register_buffer("fourier_freqs", freqs.to(torch.get_default_dtype()))
         width = k * data_dim + 2 * self.fourier_features + time_dim
+        self.residual = bool(residual)
         layers: list[nn.Module] = [nn.Linear(width, hidden), nn.SiLU()]
         for _ in range(depth - 1):
-            layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+            if self.residual:
+                layers.append(PreNormResidual(hidden))
+            else:
+                layers += [nn.Linear(hidden, hidden), nn.SiLU()]
+        if self.residual:
+            layers.append(nn.LayerNorm(hidden))
         layers.append(nn.Linear(hidden, n_out * data_dim))
         self.net = nn.Sequential(*layers)
         if init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}.")
         self.init = init
         if init == "kaiming":
-            for layer in layers[:-1]:
-                if isinstance(layer, nn.Linear):
+            readout = layers[-1]
+            for layer in self.net.modules():
+                if isinstance(layer, nn.Linear) and layer is not readout:
                     nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
                     nn.init.zeros_(layer.bias)
 
@@ -113,5 +125,19 @@ class TimeMLP(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"k={self.k}, data_dim={self.data_dim}, n_out={self.n_out}, "
-            f"parameterization={self.parameterization!r}"
+            f"parameterization={self.parameterization!r}, residual={self.residual}"
         )
+
+
+class PreNormResidual(nn.Module):
+    """h + SiLU(W · LayerNorm(h)): a pre-norm residual layer of `TimeMLP(residual=True)`. The
+    skip keeps the signal of z and t through the stack whatever the weights, and the norm keeps
+    every layer's input at unit scale."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.linear = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + torch.nn.functional.silu(self.linear(self.norm(h)))

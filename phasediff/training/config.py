@@ -154,7 +154,13 @@ class ProcessConfig(_Strict):
 
 class DataConfig(_Strict):
     name: str = "multi_swiss_roll"
-    n_train: int = Field(50_000, ge=1)
+    n_train: int = Field(
+        1_000_000,
+        ge=1,
+        description="toys: training points drawn once (a fixed set of 50 000 is seen ~450 times "
+        "in a 5-minute run and samples worse; docs/objectives.md, 'Training set size'); "
+        "images: caps the training set",
+    )
     path: str | None = Field(
         None,
         description="cifar10: folder with cifar-10-batches-py/; folder: image directory; "
@@ -215,6 +221,10 @@ class ModelConfig(_Strict):
         "kaiming",
         description="mlp: hidden-layer init, He-normal with zero biases, or PyTorch's default "
         "(which starts training on a loss plateau; docs/objectives.md, 'The loss plateau')",
+    )
+    residual: bool = Field(
+        False,
+        description="mlp: pre-norm residual hidden layers, h + SiLU(W·LayerNorm(h))",
     )
     precondition: bool = Field(
         False,

@@ -210,6 +210,7 @@ def _build_network(
             fourier_scale=mc.fourier_scale,
             fourier_seed=config.seed,
             init=mc.init,
+            residual=mc.residual,
         )
     if len(data.data_shape) != 3:
         raise ValueError(
