@@ -32,7 +32,7 @@ class TimeMLP(nn.Module):
 
     ``residual`` True makes the hidden layers after the first pre-norm residual layers,
     h ← h + SiLU(W · LayerNorm(h)), with a LayerNorm before the read-out (docs/objectives.md,
-    "Residual MLP").
+    "Also tried at the demo's recipe, not adopted").
 
     ``init`` "kaiming" (default) draws the hidden layers' weights from N(0, 2/fan_in) with zero
     biases (He et al. 2015), so the signal of z keeps its scale through the SiLU stack; the
