@@ -739,6 +739,7 @@ CLI_CASES = [
     ("batch size zero", _set("train.batch_size=0"), 2, r"'train.batch_size' is invalid"),
     ("seed negative", _set("seed=-1"), 2, r"'seed' is invalid"),
     ("n_train zero", _set("data.n_train=0"), 2, r"'data.n_train' is invalid"),
+    ("residual not a bool", _set("model.residual=maybe"), 2, r"'model.residual' is invalid"),
     ("mults dtype", _set("model.mults=[1.5]"), 2, r"'model.mults.0' is invalid"),
     ("device unknown", _set("train.device='tpu'"), 2, r"'tpu' is not a device; use 'cpu'"),
     ("skip negative", _set("train.skip_nonfinite=-1"), 2, r"'train.skip_nonfinite' is invalid"),

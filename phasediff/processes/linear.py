@@ -233,14 +233,18 @@ class LinearProcess:
         """
         t = self.check_time(t)
         if s is None:
-            E, N = self._noise(torch.zeros_like(t), t)
-            sigma = E @ self.initial_cov @ E.transpose(-1, -2) + N
-            return E, 0.5 * (sigma + sigma.transpose(-1, -2))
+            return self._marginal_kernel(t)
         s = as_time(s, "s")
         if float(s.min()) < 0 or bool((s > t).any()):
             raise ValueError("s must satisfy 0 ≤ s ≤ t (forward transitions only).")
         s, t = torch.broadcast_tensors(s, t)
         return self._noise(s, t)
+
+    def _marginal_kernel(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`kernel(t)` for already checked times."""
+        E, N = self._noise(torch.zeros_like(t), t)
+        sigma = E @ self.initial_cov @ E.transpose(-1, -2) + N
+        return E, 0.5 * (sigma + sigma.transpose(-1, -2))
 
     def marginal(self, t: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean coefficient e = E[:, :, 0], Σ, L) with z_t = e x₀ + (L ⊗ I) ε, LLᵀ = Σ.
@@ -264,7 +268,7 @@ class LinearProcess:
             and torch.equal(memo[0], t)
         ):
             return memo[1]
-        E, sigma = self.kernel(t)
+        E, sigma = self._marginal_kernel(t)  # t is checked once, above
         out = (E[..., :, 0], sigma, self.factor(sigma))
         if t.numel() > 1:  # one-time calls (samplers) are cheap and never repeat
             self._marginal_memo = (t.clone(), out)
