@@ -285,3 +285,30 @@ def test_predictor_corrector_matches_the_gaussian_variance(name):
     ref = float(e[0, 0] ** 2 * SIGMA2 + S[0, 0, 0])
     # SE ≈ 0.35 %; measured within 1.5 % at 100 steps; bound 3 %.
     assert abs(float(out.x.var()) / ref - 1.0) < 0.03
+
+
+def test_per_grid_cache_is_shared_by_equal_processes_only():
+    """Two CLI calls build the same process twice; the k×k coefficients are computed once.
+    A different process, or one compared by identity (no fingerprint), computes its own."""
+    from phasediff.processes.schedules import ConstantBeta
+    from phasediff.samplers.ei_coefficients import cached_per_grid
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return object()
+
+    key = ("test-cache", len(calls))
+    first = cached_per_grid(key, P.cld(), compute)
+    assert cached_per_grid(key, P.cld(), compute) is first and len(calls) == 1
+    assert cached_per_grid(key, P.cld(beta=5.0), compute) is not first and len(calls) == 2
+
+    class MyBeta(ConstantBeta):
+        pass
+
+    a = P.LinearProcess(torch.eye(1), MyBeta(1.0), S=torch.eye(1))
+    b = P.LinearProcess(torch.eye(1), MyBeta(1.0), S=torch.eye(1))
+    value = cached_per_grid(key, a, compute)
+    assert cached_per_grid(key, a, compute) is value and len(calls) == 3
+    assert cached_per_grid(key, b, compute) is not value and len(calls) == 4

@@ -115,3 +115,33 @@ def test_get_process_lists_valid_names():
         P.get_process("hold2")
     with pytest.raises(ValueError, match="bad arguments for preset 'cld'"):
         P.get_process("cld", mass=1.0)
+
+
+def test_fingerprint_is_equal_for_equal_processes_and_tells_every_field_apart():
+    """Per-grid caches share results between processes with equal fingerprints, so a field
+    the fingerprint missed would hand one process another's sampler coefficients."""
+    from phasediff.processes.schedules import ConstantBeta
+
+    assert P.cld().fingerprint() == P.cld().fingerprint()
+    assert P.vp().fingerprint() == P.get_process("vp").fingerprint()
+    base = P.cld().fingerprint()
+    variants = {
+        "A (M)": P.cld(M=0.3),
+        "D (Gamma)": P.cld(Gamma=1.5),
+        "schedule (beta)": P.cld(beta=5.0),
+        "initial covariance (gamma)": P.cld(gamma=0.05),
+        "t_min": P.cld(t_min=2e-5),
+    }
+    for label, process in variants.items():
+        assert process.fingerprint() != base, label
+    assert P.vp(beta_max=19.0).fingerprint() != P.vp().fingerprint()  # schedule slope
+    assert P.subvp().fingerprint() != P.vp().fingerprint()  # noise damping
+    assert P.zero_force(T=2.0).fingerprint() != P.zero_force().fingerprint()  # T and prior
+
+    class MyBeta(ConstantBeta):  # a user's subclass may change β(t) without new fields
+        def beta(self, t):
+            return 2 * super().beta(t)
+
+    mine = P.LinearProcess(torch.eye(1), MyBeta(1.0), S=torch.eye(1))
+    assert mine.fingerprint() is None
+    assert P.rectified_flow().fingerprint() == P.rectified_flow().fingerprint()

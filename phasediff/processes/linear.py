@@ -408,6 +408,25 @@ class LinearProcess:
             out.update(Q=self.Q.tolist(), S=self.S.tolist())
         return out
 
+    def fingerprint(self) -> tuple | None:
+        """Everything the kernels, the prior and the reverse dynamics depend on (A, D, the
+        schedule's parameters, the initial and prior covariances, t_min, T, the noise damping),
+        as a hashable tuple: two processes with equal fingerprints are the same mathematics,
+        so per-grid caches may share results between them. None for a subclass (it may
+        override any method) or a schedule without a fingerprint: compare by identity then."""
+        schedule = self.schedule.fingerprint()
+        if type(self) is not LinearProcess or schedule is None:
+            return None
+        matrices = (self.A, self.D, self.initial_cov, self.prior_cov)
+        return (
+            self.k,
+            schedule,
+            *(m.detach().to(torch.float64).contiguous().numpy().tobytes() for m in matrices),
+            self.t_min,
+            self.T,
+            self.noise_damping,
+        )
+
     def __repr__(self) -> str:
         return f"LinearProcess(name={self.name!r}, k={self.k}, noisy_blocks={self.noisy_blocks})"
 

@@ -455,6 +455,8 @@ class RectifiedClock(BetaSchedule):
     x_t = (1 − t) x₀ + t v₀ (used by `rectified_flow`).
     """
 
+    _fingerprint_fields = ()
+
     def beta(self, t):
         t = as_time(t, "t")
         if bool((t >= 1).any()):

@@ -34,6 +34,17 @@ class BetaSchedule(ABC):
     def describe(self) -> dict[str, float | str]:
         """JSON-friendly parameters (used in configs and reports)."""
 
+    _fingerprint_fields: tuple[str, ...] | None = None
+
+    def fingerprint(self) -> tuple | None:
+        """Every parameter β(t) depends on, as a hashable tuple, so that equal schedules built
+        twice compare equal (per-grid caches use it); None for a schedule class that does not
+        declare its fields (a user's subclass included), which is then compared by identity."""
+        fields = type(self).__dict__.get("_fingerprint_fields")
+        if fields is None:
+            return None
+        return (type(self).__qualname__, *(float(getattr(self, f)) for f in fields))
+
     def integral(
         self, s: torch.Tensor | float, t: torch.Tensor | float | None = None
     ) -> torch.Tensor:
@@ -52,6 +63,8 @@ def _positive(value: float, name: str) -> float:
 
 class ConstantBeta(BetaSchedule):
     """β(t) = β (CLD, PSLD, HOLD use a constant time change)."""
+
+    _fingerprint_fields = ("value",)
 
     def __init__(self, beta: float) -> None:
         self.value = _positive(beta, "beta")
@@ -72,6 +85,8 @@ class ConstantBeta(BetaSchedule):
 
 class LinearBeta(BetaSchedule):
     """β(t) = β_min + (β_max − β_min) t / T (the VP / sub-VP schedule of score-SDE)."""
+
+    _fingerprint_fields = ("beta_min", "beta_max", "T")
 
     def __init__(self, beta_min: float, beta_max: float, T: float = 1.0) -> None:
         self.beta_min = _positive(beta_min, "beta_min")
@@ -102,6 +117,8 @@ class GeometricVarianceBeta(BetaSchedule):
 
     With D = ½ the added variance over [s, t] is exactly σ(t)² − σ(s)².
     """
+
+    _fingerprint_fields = ("sigma_min", "sigma_max", "T")
 
     def __init__(self, sigma_min: float, sigma_max: float, T: float = 1.0) -> None:
         self.sigma_min = _positive(sigma_min, "sigma_min")

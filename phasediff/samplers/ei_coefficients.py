@@ -19,12 +19,21 @@ _CACHE: dict[tuple, tuple[LinearProcess, object]] = {}
 _CACHE_SIZE = 32
 
 
+def process_key(process: LinearProcess) -> tuple:
+    """A cache key for a process: its `fingerprint` (equal processes built twice, e.g. from
+    one config by two CLI calls, share entries), else its identity. An identity entry keeps
+    its process alive, so a reused id() cannot alias another process."""
+    fingerprint = process.fingerprint()
+    return ("id", id(process)) if fingerprint is None else ("value", fingerprint)
+
+
 def cached_per_grid(key: tuple, process: LinearProcess, compute: Callable[[], object]):
     """Per-grid results are pure functions of (process, grid, options): keep the last few, so
-    repeated sampling calls pay for the k×k precomputation once (keyed on the process object)."""
-    key = (id(process), *key)
+    repeated sampling calls pay for the k×k precomputation once (keyed by `process_key`)."""
+    ident = process_key(process)
+    key = (ident, *key)
     hit = _CACHE.get(key)
-    if hit is not None and hit[0] is process:
+    if hit is not None and (ident[0] == "value" or hit[0] is process):
         return hit[1]
     value = compute()
     if len(_CACHE) >= _CACHE_SIZE:
@@ -181,4 +190,10 @@ def exponential_coefficients(
     return {"Psi": Psi, "Y": Y, "R": R, "a": a, "c": w}
 
 
-__all__ = ["RK4_PER_LOG_UNIT", "cached_per_grid", "check_order_eta", "exponential_coefficients"]
+__all__ = [
+    "RK4_PER_LOG_UNIT",
+    "cached_per_grid",
+    "process_key",
+    "check_order_eta",
+    "exponential_coefficients",
+]

@@ -35,6 +35,7 @@ import torch
 
 from phasediff.processes import LinearProcess
 from phasediff.processes.reverse import ReverseDynamics
+from phasediff.samplers.ei_coefficients import process_key
 from phasediff.samplers.grids import time_grid
 
 
@@ -96,7 +97,7 @@ def measured_floor(process: LinearProcess, method: str) -> int:
     return EM_PHASE_SPACE_STEPS if method == "em" and process.k >= 2 else 1
 
 
-_LIMITS: dict[tuple[int, str, str, int], tuple[LinearProcess, int | None]] = {}
+_LIMITS: dict[tuple[tuple, str, str, int], tuple[LinearProcess, int | None]] = {}
 """stability_limit per (process, method, grid, max_steps): a bisection over grids of up to
 max_steps steps is too slow to repeat on every warned call (the process is kept with its
 entry, so a reused id() cannot alias another process)."""
@@ -108,9 +109,10 @@ def stability_limit(
     """The fewest steps on `grid` whose `amplification` is at most `FACTOR` (bisection; the
     amplification falls as steps grow) and that reach `measured_floor`, or None when even
     `max_steps` is not enough."""
-    key = (id(process), method, grid, max_steps)
+    ident = process_key(process)
+    key = (ident, method, grid, max_steps)
     hit = _LIMITS.get(key)
-    if hit is not None and hit[0] is process:
+    if hit is not None and (ident[0] == "value" or hit[0] is process):
         return hit[1]
     if amplification(process, max_steps, method, grid) > FACTOR:
         limit = None
