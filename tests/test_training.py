@@ -269,7 +269,7 @@ def test_cosine_decay_follows_the_clock_under_a_time_limit(tmp_path):
     assert again.lr_at(step) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path):
+def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path, capsys):
     cfg = small("toy_cld", "train.steps=100000", "train.time_limit=0.002")  # 0.12 s
     run = Trainer(cfg, tmp_path / "t", progress=False)
     summary = run.fit()
@@ -281,6 +281,17 @@ def test_time_limit_stops_with_a_checkpoint_and_resumes(tmp_path):
     assert int(rows[-1]["step"]) == summary["step"]  # and logged up to it
     again = Trainer(cfg, tmp_path / "t", resume=True, progress=False)
     assert again.step == summary["step"]
+    # the limit counts the run's clock across resumes: the time is spent, so no step is
+    # trained and no checkpoint is rewritten; a larger limit trains on
+    newest = tmp_path / "t" / "checkpoints" / f"step_{summary['step']:08d}.json"
+    mtime = newest.stat().st_mtime_ns
+    spent = again.fit()
+    assert spent["stopped_by_time_limit"] is True and spent["step"] == summary["step"]
+    assert newest.stat().st_mtime_ns == mtime
+    assert "raise train.time_limit (--set) to train on" in capsys.readouterr().err
+    more = small("toy_cld", "train.steps=100000", "train.time_limit=0.004")
+    longer = Trainer(more, tmp_path / "t", resume=True, progress=False).fit()
+    assert longer["stopped_by_time_limit"] is True and longer["step"] > summary["step"]
     unlimited = Trainer(small("toy_cld"), tmp_path / "u", progress=False).fit()
     assert unlimited["stopped_by_time_limit"] is False and unlimited["step"] == 40
     with pytest.raises(ValueError, match="train.time_limit"):

@@ -296,8 +296,9 @@ class TrainConfig(_Strict):
     time_limit: float = Field(
         0.0,
         ge=0.0,
-        description="minutes of training after which the run stops with a checkpoint, even "
-        "before train.steps (equal-wall-time comparisons); 0 = no limit",
+        description="minutes of training (the run's clock, summed across resumes) after which "
+        "the run stops with a checkpoint, even before train.steps (equal-wall-time "
+        "comparisons); 0 = no limit",
     )
     ema_warmup: bool = Field(
         False,

@@ -410,7 +410,17 @@ class TrainingRun:
             writer = csv.writer(fh)
             if new_file:
                 writer.writerow(fields)
-            deadline = t_start + 60.0 * tc.time_limit if tc.time_limit else math.inf
+            # train.time_limit counts the run's training clock, across resumes: a resumed run
+            # gets what is left of it (raise the limit with --set to train on)
+            budget = 60.0 * tc.time_limit - self.seconds_before
+            deadline = t_start + budget if tc.time_limit else math.inf
+            if tc.time_limit and budget <= 0 and main:
+                print(
+                    f"train.time_limit: the run has trained {self.seconds_before / 60:.2f} of its "
+                    f"{tc.time_limit:g} minutes; raise train.time_limit (--set) to train on.",
+                    file=sys.stderr,
+                )
+            start_step = self.step
             grad_norm = math.nan
 
             def log_row(grad_norm: float) -> None:
@@ -444,7 +454,7 @@ class TrainingRun:
                     self.out_of_time = True
                     if window:  # the partial window's row, so the log ends at the saved step
                         log_row(grad_norm)
-                    if main:
+                    if main and self.step > start_step:
                         self.save()
                     break
                 skipped_before = self.skipped
