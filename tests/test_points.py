@@ -186,3 +186,37 @@ def test_missing_key_and_missing_path_are_named(tmp_path):
         ],
     )
     assert result.exit_code == 2 and "needs data.path" in result.output
+
+
+def test_hamiltonian_score_matching_trains_on_a_points_file(tmp_path):
+    """The force-field trainer reads the same datasets as the score trainer, your own points
+    included, and records the standardisation so that `load_force` maps back with the run's
+    numbers (not the file's, which may have changed since)."""
+    from phasediff.training import HamiltonianSMTrainer, load_config
+    from phasediff.training.hamiltonian_sm import load_force
+
+    x = _points(400, 3, shift=50.0, scale=2.0)
+    np.save(tmp_path / "x.npy", x)
+    overrides = [
+        "data.name='points'",
+        f"data.path='{tmp_path / 'x.npy'}'",
+        "data.standardize=true",
+        "train.steps=3",
+        "train.ckpt_every=3",
+        "train.batch_size=32",
+        "train.tensorboard=false",
+        "model.hidden=16",
+        "model.depth=2",
+        "model.time_dim=8",
+        "hamiltonian_sm.velocity_steps=1",
+        "hamiltonian_sm.leapfrog_steps=2",
+    ]
+    cfg = load_config("configs/toy_hamiltonian_sm.toml", overrides)
+    summary = HamiltonianSMTrainer(cfg, tmp_path / "run", progress=False).fit()
+    assert summary["step"] == 3
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert len(recorded["mean"]) == 3 and 40.0 < recorded["mean"][0] < 60.0  # shift 50, σ 2
+    np.save(tmp_path / "x.npy", 2 * x)  # the file changes; the run keeps its numbers
+    force, _, data = load_force(tmp_path / "run")
+    np.testing.assert_allclose(data.standardization.mean.numpy(), recorded["mean"], rtol=1e-12)
+    assert force(torch.zeros(5, 3)).shape == (5, 3)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from phasediff.data import DataSource, get_data
+from phasediff.data import DataSource
 from phasediff.models import TimeMLP, count_parameters
 from phasediff.objectives.hamiltonian import (
     HAMILTONIAN_SCORE_MATCHING,
@@ -36,6 +36,7 @@ from phasediff.objectives.hamiltonian import (
 from phasediff.training.checkpoint import load_checkpoint, split_prefix
 from phasediff.training.config import Config, config_from_dict
 from phasediff.training.run import TrainingRun, first_non_finite_gradient
+from phasediff.training.trainer import build_data, record_data_statistics
 
 
 class ForceField(nn.Module):
@@ -199,7 +200,7 @@ class HamiltonianSMTrainer(TrainingRun):
                 f"Hamiltonian score matching needs model.kind = 'mlp' (vector data), "
                 f"got {mc.kind!r}."
             )
-        data = get_data(config.data.name, n_train=config.data.n_train, seed=config.seed)
+        data = build_data(config)  # every dataset, your own points files included
         if len(data.data_shape) != 1:
             raise ValueError(
                 f"Hamiltonian score matching needs vector data, but dataset {data.name!r} "
@@ -207,6 +208,8 @@ class HamiltonianSMTrainer(TrainingRun):
             )
         super().__init__(config, run_dir, resume=resume, progress=progress)
         self.data = data
+        # a standardised points file: its mean/std go into config.json and the checkpoints
+        self.config = config = record_data_statistics(config, data)
         d = data.data_shape[0]
         self.force = ForceField(d, hidden=mc.hidden, depth=mc.depth)
         self.velocity = velocity_predictor(
@@ -342,7 +345,7 @@ def load_force(path: str | Path, *, ema: bool = True) -> tuple[ForceField, Confi
             f"velocity models with phasediff.training.load_trained."
         )
     config = config_from_dict(meta["config"])
-    data = get_data(config.data.name, n_train=config.data.n_train, seed=config.seed)
+    data = build_data(config)  # with the run's recorded standardisation, if any
     force = ForceField(data.data_shape[0], hidden=config.model.hidden, depth=config.model.depth)
     weights = split_prefix(tensors, "ema" if ema else "force")
     if ema:
