@@ -16,6 +16,7 @@ from phasediff.evaluation import evaluate_toy
 from phasediff.samplers.final import final_step_options
 from phasediff.samplers.registry import get_entry, get_sampler
 from phasediff.training import load_config, load_trained, train
+from phasediff.training.config import SHIPPED_CONFIGS
 from phasediff.training.plots import save_samples
 
 DEMO_STEPS = 24_000
@@ -73,7 +74,7 @@ def run_demo(
     out = Path(out)
     run = out / "run"
     config = load_config(
-        Path(__file__).resolve().parent.parent / "configs" / "toy_hold.toml",
+        SHIPPED_CONFIGS / "toy_hold.toml",
         [
             f"train.steps={steps}",
             f"train.batch_size={batch_size}",

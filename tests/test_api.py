@@ -235,3 +235,20 @@ def test_cli_sample_and_eval_take_the_final_step(cld_run, tmp_path):
         x0_guard=True,
     )  # fmt: skip
     torch.testing.assert_close(run.sample(8, "dopri5", 4).x, want.x, rtol=0, atol=0)
+
+
+def test_shipped_configs_are_found_from_any_directory(tmp_path, monkeypatch):
+    """An installed phasediff has no checkout: `configs/NAME.toml` then means the config
+    shipped inside the package; a file of that name in the working directory wins."""
+    monkeypatch.chdir(tmp_path)
+    shipped = load_config("configs/toy_hold.toml")
+    assert shipped.name == "toy_hold" and shipped.process.preset == "hold"
+    assert shipped == load_config(ROOT / "configs/toy_hold.toml")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "toy_hold.toml").write_text('[process]\npreset = "cld"\n')
+    assert load_config("configs/toy_hold.toml").process.preset == "cld"  # the user's own
+    with pytest.raises(ValueError, match="'configs/nope.toml' does not exist"):
+        load_config("configs/nope.toml")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config("toy_hold.toml")  # only the configs/ prefix falls back
+    assert (ROOT / "configs").resolve() == (ROOT / "phasediff" / "configs")  # one copy only

@@ -173,6 +173,8 @@ def test_the_wheel_installs_into_a_fresh_venv_with_the_constraints(tmp_path):
         "import importlib, pkgutil, phasediff\n"
         "print(phasediff.__file__)\n"
         "phasediff.load\n"  # the two-line API's entry point resolves
+        "from phasediff.training import load_config\n"  # the shipped configs, no checkout
+        "assert load_config('configs/toy_hold.toml').process.preset == 'hold'\n"
         "for m in pkgutil.walk_packages(phasediff.__path__, 'phasediff.'):\n"
         "    importlib.import_module(m.name)\n"
     )

@@ -30,14 +30,17 @@ class BenchModel:
 
 
 def config_path(config: str) -> Path:
-    """A config file relative to the working directory, else to the source checkout."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (base / config).is_file():
-            return base / config
-    raise ValueError(
-        f"config file {config!r} was found neither in {str(Path.cwd())!r} nor next to the "
-        "phasediff package; run phasediff bench from the repository root."
-    )
+    """A config file relative to the working directory, else the one shipped with phasediff
+    (`phasediff.training.config.find_config`)."""
+    from phasediff.training.config import find_config
+
+    path = find_config(config)
+    if not path.is_file():
+        raise ValueError(
+            f"config file {config!r} was found neither in {str(Path.cwd())!r} nor among the "
+            "configs shipped with phasediff."
+        )
+    return path
 
 
 def suite_config(spec: BenchModel, suite: str, steps: int | None, seed: int, threads: int):

@@ -434,9 +434,25 @@ def config_from_dict(raw: dict) -> Config:
         raise ValueError(format_validation_error(exc)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a TOML config, apply `--set` overrides, validate."""
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+"""The experiment configs shipped inside the package (the repository's configs/ links here)."""
+
+
+def find_config(path: str | Path) -> Path:
+    """`path` itself when it exists; else, for a relative `configs/NAME.toml` that is not in
+    the working directory, the config of that name shipped with phasediff, so an installed
+    phasediff runs `phasediff train configs/toy_hold.toml` from any directory."""
     path = Path(path)
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("configs",):
+        return path
+    shipped = SHIPPED_CONFIGS.joinpath(*path.parts[1:])
+    return shipped if shipped.is_file() else path
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config (`find_config`: a missing configs/NAME.toml falls back to the one
+    shipped with phasediff), apply `--set` overrides, validate."""
+    path = find_config(path)
     if path.is_dir():
         raise ValueError(
             f"config file {str(path)!r} is a directory; pass a TOML file such as "
