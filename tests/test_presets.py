@@ -49,6 +49,14 @@ def test_psld_matches_the_paper_drift():
     assert torch.allclose(p.A, expected, atol=1e-14)
     assert float(p.beta(0.0)) == 8.0
     assert math.isclose(float(p.initial_cov[1, 1]), 0.04 * M)
+    # critically damped: ν − Γ = 2/√M makes the discriminant ¼(ν − Γ)² − 1/M vanish, a
+    # double eigenvalue −(Γ + ν)/4 (docs/processes.md); 1e-6 is sqrt of the rounding of eig
+    # at a double root (a 1e-12 perturbation of A moves such a root by ~1e-6)
+    eig = torch.linalg.eigvals(p.A)
+    assert torch.allclose(eig.real, torch.full((2,), -(G + nu) / 4, dtype=torch.float64))
+    assert float(eig.imag.abs().max()) < 1e-6
+    off = P.psld(Gamma=G, nu=nu + 0.1).A  # over-damped: two distinct real eigenvalues
+    assert float(torch.linalg.eigvals(off).real.diff().abs()) > 0.1
 
 
 def test_vp_marginal_closed_form():
